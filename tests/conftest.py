@@ -1,0 +1,57 @@
+"""Shared test fixtures: where the reference fixtures live and how the pack is imported."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _find_fixtures() -> Path:
+    candidates = [os.environ.get("HOTSHOT_XL_FIXTURES"), REPO_ROOT.parent / "shared" / "fixtures",
+                  REPO_ROOT / "shared" / "fixtures"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "hotshot-xl-tiny").is_dir():
+            return Path(candidate)
+    raise RuntimeError(
+        "reference fixtures not found: expected ../shared/fixtures next to the repo "
+        "(or set HOTSHOT_XL_FIXTURES to the folder holding hotshot-xl-tiny/)"
+    )
+
+
+FIXTURES = _find_fixtures()
+TINY_MODEL = FIXTURES / "hotshot-xl-tiny"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    return TINY_MODEL
+
+
+PACK_NAME = "hotshot_xl_pack_under_test"
+
+
+def import_pack(name: str = PACK_NAME):
+    """Import the repo root the way ComfyUI does: as a package named after an arbitrary folder."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return import_pack()
