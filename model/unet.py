@@ -1,0 +1,100 @@
+"""The Hotshot-XL UNet: SDXL's UNet with a temporal layer after every down and up resnet."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from .blocks import DownBlock, FrameGroupNorm, MidBlock, UpBlock
+from .config import UNetConfig
+from .errors import InputError
+
+
+class HotshotXLUNet(nn.Module):
+    """Noise prediction for a video latent.
+
+    `forward(sample, timestep, encoder_hidden_states, text_embeds, time_ids)` takes
+    sample (batch, 4, frames, h, w), the text states (batch, 77, 2048), the pooled text embedding
+    (batch, 1280) and SDXL's six micro-conditioning numbers (batch, 6); it returns the predicted
+    noise with the shape of `sample`. A single frame runs the image path: no temporal layers.
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        channels = config.block_out_channels
+        temb_channels = channels[0] * 4
+
+        self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
+        self.time_proj = Timesteps(channels[0], config.flip_sin_to_cos, config.freq_shift)
+        self.time_embedding = TimestepEmbedding(channels[0], temb_channels)
+        self.add_time_proj = Timesteps(config.addition_time_embed_dim, config.flip_sin_to_cos, config.freq_shift)
+        self.add_embedding = TimestepEmbedding(config.projection_class_embeddings_input_dim, temb_channels)
+
+        in_channels = channels[0]
+        self.down_blocks = nn.ModuleList()
+        for index in range(config.num_blocks):
+            self.down_blocks.append(DownBlock(index, config, in_channels, temb_channels))
+            in_channels = channels[index]
+        self.mid_block = MidBlock(config, temb_channels)
+        self.up_blocks = nn.ModuleList(UpBlock(index, config, temb_channels) for index in range(config.num_blocks))
+
+        self.conv_norm_out = FrameGroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
+        self.conv_out = nn.Conv2d(channels[0], config.out_channels, 3, padding=1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv_in.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.conv_in.weight.device
+
+    def _embed_time(self, timestep, batch: int, text_embeds: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        timestep = torch.as_tensor(timestep, device=self.device)
+        timestep = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep.reshape(batch)
+        emb = self.time_embedding(self.time_proj(timestep).to(self.dtype))  # (batch, temb)
+        time_embeds = self.add_time_proj(time_ids.flatten()).reshape(batch, -1)  # (batch, 6*256)
+        added = torch.cat([text_embeds.to(time_embeds.dtype), time_embeds], dim=-1).to(self.dtype)
+        return emb + self.add_embedding(added)
+
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
+                text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None) -> torch.Tensor:
+        if sample.ndim != 5:
+            raise InputError("sample", f"expected (batch, channels, frames, height, width), got {tuple(sample.shape)}")
+        batch, _, frames, height, width = sample.shape
+        temporal = frames > 1 if temporal is None else temporal
+        if temporal and frames > self.config.temporal_max_frames:
+            raise InputError(
+                "frames", f"{frames} frames in one UNet pass, but the temporal layers know "
+                f"{self.config.temporal_max_frames} positions; use context windows for longer videos")
+
+        dtype = self.dtype
+        temb = self._embed_time(timestep, batch, text_embeds, time_ids)
+        context = encoder_hidden_states.to(dtype)
+
+        # (batch, c, frames, h, w) -> (batch*frames, c, h, w): frames folded into the batch.
+        x = sample.to(dtype).transpose(1, 2).reshape(batch * frames, -1, height, width)
+        x = self.conv_in(x)
+
+        skips = [x]
+        for block in self.down_blocks:
+            x, block_skips = block(x, temb, context, frames, temporal)
+            skips.extend(block_skips)
+
+        x = self.mid_block(x, temb, context, frames)
+
+        for block in self.up_blocks:
+            block_skips = skips[-len(block.resnets):]
+            del skips[-len(block.resnets):]
+            # Sizes not divisible by the total downsampling need the skip's exact size on the way up.
+            upsample_size = skips[-1].shape[-2:] if skips and block.upsamplers is not None else None
+            if upsample_size is not None and tuple(upsample_size) == (x.shape[-2] * 2, x.shape[-1] * 2):
+                upsample_size = None
+            x = block(x, block_skips, temb, context, frames, temporal, upsample_size)
+
+        x = self.conv_out(F.silu(self.conv_norm_out(x, frames)))
+        # (batch*frames, c, h, w) -> (batch, c, frames, h, w)
+        return x.view(batch, frames, -1, height, width).transpose(1, 2)
