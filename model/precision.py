@@ -1,0 +1,55 @@
+"""Choosing the device and the dtype the weights are held in."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError("device", f"{device!r} is not a torch device (try cpu, cuda, cuda:1, mps)") from None
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware (on CPUs without it bf16 is emulated and slow)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16, as Hotshot trained, where the device runs it natively; else fp16 on GPUs, fp32 on CPUs."""
+    if bf16_is_native(device):
+        return torch.bfloat16
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, name: str = "dtype") -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise InputError(name, f"{dtype} is not supported; use one of {', '.join(DTYPES)}")
+        return dtype
+    key = _ALIASES.get(str(dtype).lower(), str(dtype).lower())
+    if key not in DTYPES:
+        raise InputError(name, f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or auto")
+    return DTYPES[key]

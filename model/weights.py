@@ -1,0 +1,141 @@
+"""Reading safetensors weights and putting them into a module built on the meta device.
+
+Weights are read one tensor at a time and converted to the target dtype as they are read, then
+assigned (not copied) into a module whose parameters were never allocated: peak host memory is
+about one copy of the model in the target dtype. Pickle formats are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .errors import ModelFileError
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+def refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelFileError(
+            path, f"'{path.suffix}' is a pickle format, which can run arbitrary code when loaded; "
+            "only .safetensors weights are accepted (convert the file to safetensors first)")
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    """The tensor names of a safetensors file, from its header alone."""
+    path = Path(path)
+    refuse_pickle(path)
+    if not path.is_file():
+        raise ModelFileError(path, "file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            return list(reader.keys())
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise ModelFileError(path, f"not a readable .safetensors file (truncated or corrupt?): {error}") from None
+
+
+def read_safetensors(path: Path, dtype: torch.dtype | None = None,
+                     keep: Callable[[str], bool] | None = None,
+                     rename: Callable[[str], str] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of one file whose name passes `keep`, converted to `dtype` one by one."""
+    path = Path(path)
+    safetensors_keys(path)  # uniform errors for missing, pickle and corrupt files
+    tensors = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            for key in reader.keys():
+                if keep is not None and not keep(key):
+                    continue
+                tensor = reader.get_tensor(key)
+                if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+                    tensor = tensor.to(dtype)
+                tensors[rename(key) if rename else key] = tensor
+    except ModelFileError:
+        raise
+    except Exception as error:
+        raise ModelFileError(path, f"could not read tensors (truncated or corrupt?): {error}") from None
+    return tensors
+
+
+# Weight file names of a diffusers component folder, best first for each precision.
+_FULL = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")
+_HALF = ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors.index.fp16.json")
+
+
+def component_weight_files(folder: Path, prefer_half: bool = False) -> list[Path]:
+    """The safetensors files holding a diffusers component (one file, or the shards of an index).
+
+    Full-precision files are preferred unless `prefer_half`: they convert losslessly to any dtype.
+    """
+    folder = Path(folder)
+    for name in (_HALF + _FULL) if prefer_half else (_FULL + _HALF):
+        candidate = folder / name
+        if not candidate.is_file():
+            continue
+        if name.endswith(".json"):
+            return _shards_of_index(candidate)
+        return [candidate]
+    pickles = sorted(p.name for p in folder.glob("diffusion_pytorch_model*") if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelFileError(folder, f"only pickle weights found ({', '.join(pickles)}); "
+                             "only .safetensors weights are accepted")
+    raise ModelFileError(folder, "no weights found: expected diffusion_pytorch_model.safetensors "
+                         "(or its .fp16 variant, or a sharded .safetensors.index.json)")
+
+
+def _shards_of_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(index, f"not a valid sharded-weights index ({error})") from None
+    shards = []
+    for name in dict.fromkeys(weight_map.values()):  # unique, in order
+        shard = index.parent / name
+        if not shard.is_file():
+            raise ModelFileError(index, f"lists shard {name}, which is missing")
+        shards.append(shard)
+    return shards
+
+
+def _preview(names: Iterable[str], limit: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a ModelFileError listing missing, unexpected and mis-shaped tensors, if any."""
+    expected = model.state_dict()
+    problems = []
+    missing = expected.keys() - state_dict.keys()
+    unexpected = state_dict.keys() - expected.keys()
+    if missing:
+        problems.append(f"missing {len(missing)} tensors: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensors: {_preview(unexpected)}")
+    mismatched = [
+        f"{key} is {tuple(state_dict[key].shape)}, expected {tuple(expected[key].shape)}"
+        for key in sorted(expected.keys() & state_dict.keys())
+        if expected[key].shape != state_dict[key].shape
+    ]
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:3])}"
+                        + (" ..." if len(mismatched) > 3 else ""))
+    if problems:
+        raise ModelFileError(source, "does not match the expected network: " + "; ".join(problems))
+
+
+def assign_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Strictly load into a meta-device model by assignment (no second copy of the weights)."""
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    leftover = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+    if leftover:  # a buffer the checkpoint does not carry: a bug in our module, not user error
+        raise RuntimeError(f"tensors left unloaded on the meta device: {_preview(leftover)}")
+    return model.requires_grad_(False).eval()
