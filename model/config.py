@@ -165,6 +165,35 @@ class UNetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_diffusers_dict(self) -> dict:
+        """This config in diffusers' UNet2DConditionModel vocabulary (for diffusers' converters)."""
+        def block_names(cross: tuple[bool, ...], kind: str) -> list[str]:
+            return [f"CrossAttn{kind}Block2D" if c else f"{kind}Block2D" for c in cross]
+
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "block_out_channels": list(self.block_out_channels),
+            "down_block_types": block_names(self.down_cross_attention, "Down"),
+            "up_block_types": block_names(self.up_cross_attention, "Up"),
+            "layers_per_block": self.layers_per_block,
+            "transformer_layers_per_block": list(self.transformer_layers_per_block),
+            "attention_head_dim": list(self.attention_heads),
+            "cross_attention_dim": self.cross_attention_dim,
+            "norm_num_groups": self.norm_num_groups,
+            "norm_eps": self.norm_eps,
+            "use_linear_projection": self.use_linear_projection,
+            "upcast_attention": self.upcast_attention,
+            "flip_sin_to_cos": self.flip_sin_to_cos,
+            "freq_shift": self.freq_shift,
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": self.addition_time_embed_dim,
+            "projection_class_embeddings_input_dim": self.projection_class_embeddings_input_dim,
+            "class_embed_type": None,
+            "num_class_embeds": None,
+            "sample_size": self.sample_size,
+        }
+
     def with_changes(self, **changes) -> "UNetConfig":
         """A copy with some fields changed (benchmarks use it for reduced configs)."""
         known = {f.name for f in fields(self)}

@@ -135,7 +135,9 @@ def assign_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sou
     """Strictly load into a meta-device model by assignment (no second copy of the weights)."""
     check_state_dict(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True, assign=True)
-    leftover = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
-    if leftover:  # a buffer the checkpoint does not carry: a bug in our module, not user error
+    # Non-persistent buffers are not in any checkpoint: they must not be left on the meta device.
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    leftover = [name for name, tensor in tensors if tensor.is_meta and not state_dict.get(name, tensor).is_meta]
+    if leftover:  # a bug in our module, not a user error
         raise RuntimeError(f"tensors left unloaded on the meta device: {_preview(leftover)}")
     return model.requires_grad_(False).eval()
