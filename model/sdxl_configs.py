@@ -11,7 +11,7 @@ folder, hence no `config.json` files. `model/configs/` holds them, taken from th
     scheduler       EulerAncestralDiscreteScheduler, the release's sampler
     model_index     pipeline-level facts (`force_zeros_for_empty_prompt`: true)
 
-This module imports nothing heavy, so nodes can read configs without torch or diffusers.
+This module itself needs only the standard library (and errors.py).
 """
 
 from __future__ import annotations
