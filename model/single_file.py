@@ -184,7 +184,8 @@ def unet_2d_config(unet_config: dict) -> dict:
     config = {key: value for key, value in unet_config.items() if not key.startswith("_")}
     for field in ("down_block_types", "up_block_types"):
         config[field] = [_BLOCKS_2D.get(name, name) for name in config.get(field, [])]
-    config["mid_block_type"] = _BLOCKS_2D.get(config.get("mid_block_type"), "UNetMidBlock2DCrossAttn")
+    mid_block = config.get("mid_block_type") or "UNetMidBlock2DCrossAttn"
+    config["mid_block_type"] = _BLOCKS_2D.get(mid_block, mid_block)
     return config
 
 
