@@ -1,11 +1,36 @@
 """Hotshot-XL text-to-video, headless. Never imports ComfyUI.
 
-Public surface (kept small, shared by the CLI, the ComfyUI nodes and the tests) is re-exported here.
+Public surface, shared by the CLI, the ComfyUI nodes and the tests:
+
+    load_pipeline(model, ...)   -> HotshotXLPipeline, a callable giving (frames, height, width, 3) in 0..1
+    load_unet(path, dtype=...)  -> HotshotXLUNet
+    write_video(frames, path, fps=8, ...)
+
+Names are imported on first use, so `import model` (or the ComfyUI pack importing it) stays cheap
+and never pulls in torch, diffusers or transformers by itself.
 """
 
-from .config import UNetConfig
-from .errors import HotshotError, InputError, ModelFileError
-from .loading import load_unet
-from .unet import HotshotXLUNet
+from importlib import import_module
 
-__all__ = ["HotshotError", "HotshotXLUNet", "InputError", "ModelFileError", "UNetConfig", "load_unet"]
+from .errors import HotshotError, InputError, ModelFileError
+
+_LAZY = {
+    "HotshotXLPipeline": ".pipeline",
+    "HotshotXLUNet": ".unet",
+    "Settings": ".pipeline",
+    "UNetConfig": ".config",
+    "load_pipeline": ".pipeline",
+    "load_unet": ".loading",
+    "read_video": ".video",
+    "write_video": ".video",
+}
+
+__all__ = ["HotshotError", "InputError", "ModelFileError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

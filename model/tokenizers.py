@@ -132,6 +132,18 @@ def clip_vocabulary_from_bpe(path: str | Path) -> tuple[dict[str, int], list[str
     return vocab, merges
 
 
+def byte_level_tokenizers():
+    """Tokenizers over the 256 byte symbols alone (no merges), as the test fixtures' tiny model has.
+
+    For the in-memory `tiny-random` model: no vocabulary file is needed.
+    """
+    symbols = _byte_symbols()
+    tokens = symbols + [symbol + "</w>" for symbol in symbols] + [BOS_TOKEN, EOS_TOKEN]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    source = Path("<byte-level vocabulary>")
+    return _build(vocab, [], PAD_TOKENS[0], source), _build(vocab, [], PAD_TOKENS[1], source)
+
+
 def _read_folder(folder: Path) -> tuple[dict[str, int], list[str]]:
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     if not (vocab_file.is_file() and merges_file.is_file()):

@@ -1,0 +1,154 @@
+"""Text to video: `load_pipeline(...)` returns a callable that gives the frames.
+
+The stages are separate methods (`encode`, `sample`, `decode`) because ComfyUI runs them as
+separate nodes; `__call__` chains them with the original `inference.py`'s defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
+from .decode import decode_latents
+from .errors import InputError, ModelFileError
+from .loading import classify, load_unet
+from .precision import resolve_device, resolve_dtype
+from .sampling import Conditions, StepCallback, denoise, guided_predictor, initial_noise, micro_conditioning
+from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, make_scheduler
+from .text import TextEncoders
+from .unet import HotshotXLUNet
+
+# The release's aspect buckets (width, height): Hotshot-XL was trained around 512 px on these.
+ASPECT_BUCKETS = [(320, 768), (384, 672), (416, 608), (512, 512), (608, 416), (672, 384), (768, 320)]
+
+
+@dataclass
+class Settings:
+    """One generation's settings; defaults are those of the original `inference.py`."""
+
+    width: int = 672
+    height: int = 384
+    frames: int = 8
+    steps: int = 30
+    guidance: float = 5.0
+    seed: int = 455
+    scheduler: str = DEFAULT_SCHEDULER
+    original_size: tuple[int, int] = (1920, 1080)  # width, height, as inference.py passes them
+    target_size: tuple[int, int] = (512, 512)
+    decode_chunk: int = 4
+    extra: dict = field(default_factory=dict)  # reserved for sampling options (context windows, ...)
+
+    def check(self) -> None:
+        """Raise InputError naming the first bad setting, before any heavy work."""
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 8 or value % 8:
+                raise InputError(name, f"must be a positive multiple of 8, got {value!r}")
+        for name in ("frames", "steps", "decode_chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(name, f"must be a positive whole number, got {value!r}")
+        if not (self.guidance >= 0):
+            raise InputError("guidance", f"must be zero or more, got {self.guidance!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise InputError("scheduler", f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        for name in ("original_size", "target_size"):
+            size = getattr(self, name)
+            if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
+                raise InputError(name, f"must be two positive whole numbers (width, height), got {size!r}")
+
+
+class HotshotXLPipeline:
+    def __init__(self, unet: HotshotXLUNet, vae, text: TextEncoders, scheduler_config: dict, name: str = ""):
+        self.unet = unet
+        self.vae = vae
+        self.text = text
+        self.scheduler_config = scheduler_config
+        self.name = name
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def encode(self, prompt: str, negative_prompt: str | None = "",
+               original_size=(1920, 1080), target_size=(512, 512)) -> Conditions:
+        positive, negative = self.text.encode_pair(prompt, negative_prompt)
+        return Conditions(positive, negative, micro_conditioning(original_size, target_size))
+
+    def sample(self, conditions: Conditions, settings: Settings, callback: StepCallback | None = None,
+               predictor=None) -> torch.Tensor:
+        """Latents (1, 4, frames, h/8, w/8), float32, on the pipeline's device."""
+        noise, generator = initial_noise(settings.seed, settings.frames, settings.height, settings.width)
+        scheduler = make_scheduler(settings.scheduler, self.scheduler_config)
+        predict = predictor or guided_predictor(self.unet, conditions, settings.guidance)
+        return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback)
+
+    def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool = False, callback=None):
+        return decode_latents(self.vae, latents, frames_per_chunk, tiled, callback)
+
+    def __call__(self, prompt: str, negative_prompt: str | None = "blurry", callback: StepCallback | None = None,
+                 **settings) -> torch.Tensor:
+        """Frames (frames, height, width, 3), float in 0..1, on the CPU."""
+        settings = Settings(**settings)
+        settings.check()
+        conditions = self.encode(prompt, negative_prompt, settings.original_size, settings.target_size)
+        latents = self.sample(conditions, settings, callback)
+        return self.decode(latents, settings.decode_chunk)
+
+
+def _tokenizers(*sources):
+    from .tokenizers import load_tokenizers
+
+    for source in sources:
+        if source is not None and (Path(source) / "tokenizer").is_dir():
+            return load_tokenizers(source)
+    return load_tokenizers(None)  # searched for: ComfyUI's files, installed CLIP packages
+
+
+def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Path | None = None,
+                  sdxl: str | Path | None = None, tokenizer: str | Path | None = None,
+                  configs: str | Path | None = None, dtype=None, device=None) -> HotshotXLPipeline:
+    """Load Hotshot-XL for text-to-video.
+
+    - `model`: a released Hotshot-XL folder (or "tiny-random" for an install check: noise out);
+    - or `temporal_layers` (hsxl_temporal_layers*.safetensors) with `sdxl`, an SDXL single file or
+      diffusers folder; `model` with `sdxl` puts the release's temporal layers on that fine-tune.
+    The VAE and text encoders come from `sdxl` when given, else from `model`. `tokenizer` is a
+    folder with tokenizer/ and tokenizer_2/ (single files carry none); `configs` a folder in
+    diffusers layout giving component configs for non-standard single files.
+    """
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    if str(model) == "tiny-random":
+        from .tiny import tiny_random_pipeline
+
+        return tiny_random_pipeline(dtype=dtype, device=device)
+    if model is None and sdxl is None:
+        raise InputError("model", "give a Hotshot-XL model folder, or temporal layers with an SDXL checkpoint")
+    if model is None and temporal_layers is None:
+        raise InputError("temporal_layers", "an SDXL checkpoint alone has no temporal layers: also give "
+                         "hsxl_temporal_layers.safetensors (or a Hotshot-XL model folder)")
+    model = None if model is None else Path(model).expanduser()
+    sdxl = None if sdxl is None else Path(sdxl).expanduser()
+    configs = None if configs is None else Path(configs).expanduser()
+    if model is not None and not model.is_dir():
+        raise ModelFileError(model, "expected a Hotshot-XL model folder (with unet/, vae/, text_encoder/, ...)")
+
+    unet_paths = [p for p in (model, sdxl, temporal_layers) if p is not None]
+    unet_config = configs if configs is not None and sdxl is not None and sdxl.is_file() else None
+    # Check every path (cheap, header-only) before loading anything heavy.
+    for path in unet_paths:
+        classify(path)
+    components = sdxl if sdxl is not None else model
+    folder_for_text = components if components.is_dir() else None
+    tokenizers = _tokenizers(tokenizer, folder_for_text, model)
+
+    unet = load_unet(unet_paths, dtype=dtype, device=device, config=unet_config)
+    vae = load_vae(components, dtype, device, configs)
+    text = load_text_encoders(components, tokenizers, dtype, device, configs,
+                              force_zeros_for_empty_prompt(model or folder_for_text, configs))
+    name = str(model if model is not None else sdxl)
+    return HotshotXLPipeline(unet, vae, text, scheduler_config(model or folder_for_text, configs), name)

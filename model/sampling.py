@@ -1,0 +1,97 @@
+"""The denoising loop: classifier-free guidance around the UNet, stepped by a diffusers scheduler.
+
+Latents stay in float32 whatever the UNet's dtype (the scheduler's arithmetic is cheap and loses
+precision in half types); the UNet gets them cast to its own dtype. Randomness comes from one
+CPU generator, so a seed gives the same video on any device.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .text import Conditioning
+
+
+def micro_conditioning(original_size, target_size, crop_top_left=(0, 0)) -> torch.Tensor:
+    """SDXL's time ids, (1, 6): original size, crop corner, target size, in the order given.
+
+    The original pipeline concatenates the tuples as passed; its inference script passes sizes
+    width first, which is what the released model saw.
+    """
+    return torch.tensor([[*original_size, *crop_top_left, *target_size]], dtype=torch.float32)
+
+
+@dataclass
+class Conditions:
+    """Everything the UNet is conditioned on: both prompts and SDXL's size conditioning."""
+
+    positive: Conditioning
+    negative: Conditioning
+    time_ids: torch.Tensor  # (1, 6)
+
+    def batch(self, device, dtype, cfg: bool):
+        """(context, pooled, time_ids) for one UNet call; with CFG, negative first then positive."""
+        parts = [self.negative, self.positive] if cfg else [self.positive]
+        context = torch.cat([p.context for p in parts]).to(device, dtype)
+        pooled = torch.cat([p.pooled for p in parts]).to(device, dtype)
+        time_ids = self.time_ids.repeat(len(parts), 1).to(device)
+        return context, pooled, time_ids
+
+
+# A noise predictor: (latents (1, 4, frames, h, w) scaled for the model, timestep) -> noise.
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided_predictor(unet, conditions: Conditions, guidance: float) -> Predictor:
+    """Classifier-free guidance (as the original: on when guidance > 1), both halves in one batch."""
+    cfg = guidance > 1.0
+    context, pooled, time_ids = conditions.batch(unet.device, unet.dtype, cfg)
+
+    def predict(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        model_input = latents.to(unet.device, unet.dtype)
+        if cfg:
+            model_input = torch.cat([model_input, model_input])
+        noise = unet(model_input, timestep, context, pooled, time_ids).float()
+        if cfg:
+            uncond, cond = noise.chunk(2)
+            noise = uncond + guidance * (cond - uncond)
+        return noise.to(latents.device)
+
+    return predict
+
+
+# Called after each step with (step index, number of steps, current latents); may raise to stop.
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@torch.no_grad()
+def denoise(predict: Predictor, scheduler, noise: torch.Tensor, steps: int, generator: torch.Generator,
+            callback: StepCallback | None = None) -> torch.Tensor:
+    """Run `steps` scheduler steps from pure noise; returns the final latents (float32)."""
+    scheduler.set_timesteps(steps, device=noise.device)
+    latents = noise.float() * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    # Deterministic schedulers (UniPC, ...) take no generator; stochastic ones draw from ours.
+    extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    for index, timestep in enumerate(timesteps):
+        model_input = scheduler.scale_model_input(latents, timestep)
+        noise_pred = predict(model_input, timestep)
+        latents = scheduler.step(noise_pred, timestep, latents, return_dict=False, **extra)[0]
+        if callback is not None:
+            callback(index, len(timesteps), latents)
+    return latents
+
+
+def initial_noise(seed: int, frames: int, height: int, width: int, channels: int = 4,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Generator]:
+    """The original's draw: one CPU generator seeded once, noise (1, 4, frames, h/8, w/8) first.
+
+    The same generator then feeds the ancestral samplers' per-step noise, as in the original.
+    """
+    generator = generator or torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn((1, channels, frames, height // 8, width // 8), generator=generator, dtype=torch.float32)
+    return noise, generator
