@@ -93,13 +93,16 @@ def load_text_encoders(source: Path, tokenizers, dtype: torch.dtype, device: tor
         from .single_file import fit_text_encoder_keys, read_sdxl_text_encoders
 
         configs = [component_config(name, config_folder) for name in ("text_encoder", "text_encoder_2")]
-        states = read_sdxl_text_encoders(source, configs[0], configs[1], dtype)
+        states = read_sdxl_text_encoders(source, configs[0], configs[1], dtype)  # strictly checked
         encoders = []
         for config, state, cls in zip(configs, states, (clip, clip_projected)):
-            config = {key: value for key, value in config.items() if key != "architectures"}
+            config = clip_config.from_dict({key: value for key, value in config.items() if key != "architectures"})
+            # transformers' own loading from a state dict: it also builds the non-persistent
+            # buffers (position ids) that a meta-device build would leave empty.
             with torch.device("meta"):
-                encoder = cls(clip_config.from_dict(config))
-            encoders.append(assign_state_dict(encoder, fit_text_encoder_keys(state, encoder), str(source)))
+                names = cls(config)
+            encoders.append(cls.from_pretrained(None, config=config, state_dict=fit_text_encoder_keys(state, names),
+                                                torch_dtype=dtype))
     text_encoder, text_encoder_2 = (encoder.to(device).eval().requires_grad_(False) for encoder in encoders)
     return TextEncoders(tokenizers[0], tokenizers[1], text_encoder, text_encoder_2, force_zeros_for_empty_prompt)
 

@@ -144,6 +144,12 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
         classify(path)
     components = sdxl if sdxl is not None else model
     folder_for_text = components if components.is_dir() else None
+    if folder_for_text is not None:
+        missing = [name for name in ("vae", "text_encoder", "text_encoder_2")
+                   if not (folder_for_text / name / "config.json").is_file()]
+        if missing:
+            raise ModelFileError(folder_for_text, f"model folder lacks {', '.join(missing)} (each a sub-folder "
+                                 "with config.json and weights, as in hotshotco/Hotshot-XL)")
     tokenizers = _tokenizers(tokenizer, folder_for_text, model)
 
     unet = load_unet(unet_paths, dtype=dtype, device=device, config=unet_config)

@@ -32,7 +32,7 @@ class Conditioning:
 
 def _token_chunks(tokenizer, prompt: str, chunks: int | None = None) -> tuple[torch.Tensor, int]:
     """(chunks, 77) token ids: start, up to 75 prompt tokens, end, then padding."""
-    ids = tokenizer(prompt, add_special_tokens=False, truncation=False).input_ids
+    ids = tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False).input_ids
     count = max(1, math.ceil(len(ids) / CHUNK_TOKENS)) if chunks is None else chunks
     rows = []
     for index in range(count):
@@ -57,7 +57,7 @@ class TextEncoders:
         return self.text_encoder_2.device
 
     def prompt_tokens(self, prompt: str) -> int:
-        return len(self.tokenizer(prompt, add_special_tokens=False, truncation=False).input_ids)
+        return len(self.tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False).input_ids)
 
     @torch.no_grad()
     def encode(self, prompt: str, chunks: int | None = None) -> Conditioning:

@@ -53,6 +53,8 @@ def tiny_random_pipeline(dtype: torch.dtype = torch.float32, device="cpu", seed:
     vae = AutoencoderKL(**TINY_VAE)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT, hidden_act="quick_gelu"))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**TINY_TEXT, hidden_act="gelu"))
-    modules = [m.to(device, dtype).eval().requires_grad_(False) for m in (unet, vae, text_encoder, text_encoder_2)]
+    # nn.Module.to, not diffusers' override, which warns about fp32-only modules this VAE lacks.
+    modules = [torch.nn.Module.to(m, device, dtype).eval().requires_grad_(False)
+               for m in (unet, vae, text_encoder, text_encoder_2)]
     text = TextEncoders(*byte_level_tokenizers(), modules[2], modules[3], force_zeros_for_empty_prompt=True)
     return HotshotXLPipeline(modules[0], modules[1], text, shipped_config("scheduler"), name="tiny-random")

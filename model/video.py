@@ -80,24 +80,51 @@ def write_video(frames, path, fps=DEFAULT_FPS, loop: int = 0, overwrite: bool = 
     mp4, webm and webp; GIF and PNG ignore it. An existing file is only replaced with `overwrite=True`.
     """
     pixels = to_uint8_frames(frames)
+    plan = _plan(path, len(pixels), fps, loop, overwrite, quality)
+    if plan.fmt is None:
+        _write_png_sequence(pixels, plan.files, plan.rate)
+        return plan.files
+    if plan.fmt.even_size:
+        pixels = pad_to_even(pixels)
+    options = _encoder_options(plan.fmt, plan.encoder, quality)
+    container_options = {"loop": str(loop)} if plan.fmt.stores_loop else {}
+    target = plan.files[0]
+    _write_then_rename(target, lambda temporary: _encode(
+        pixels, temporary, plan.fmt, plan.encoder, plan.rate, options, container_options))
+    return [target]
+
+
+def check_output(path, count: int, fps=DEFAULT_FPS, loop: int = 0, overwrite: bool = False,
+                 quality: float | None = None) -> list[Path]:
+    """Raise what `write_video` would refuse for `count` frames, before any frame exists.
+
+    The CLI and the save node call it first, so a bad path fails before minutes of sampling.
+    Returns the files that would be written.
+    """
+    return _plan(path, count, fps, loop, overwrite, quality).files
+
+
+@dataclass(frozen=True)
+class _Plan:
+    files: list[Path]
+    rate: Fraction
+    fmt: VideoFormat | None = None  # None: a PNG sequence
+    encoder: str | None = None
+
+
+def _plan(path, count: int, fps, loop, overwrite: bool, quality) -> _Plan:
+    if count < 1:
+        raise InputError("frames", "no frames to write")
     rate = _frame_rate(fps)
     _check_loop(loop)
     _check_quality(quality)
-    files = sequence_files(path, len(pixels))
+    files = sequence_files(path, count)
     if files is not None:
         _check_targets(files, overwrite, folder_may_be_created=_is_folder_path(path))
-        _write_png_sequence(pixels, files, rate)
-        return files
+        return _Plan(files, rate)
     target, fmt = Path(path), video_format(path)
     _check_targets([target], overwrite, folder_may_be_created=False)
-    encoder = _pick_encoder(fmt, target)
-    if fmt.even_size:
-        pixels = pad_to_even(pixels)
-    options = _encoder_options(fmt, encoder, quality)
-    container_options = {"loop": str(loop)} if fmt.stores_loop else {}
-    _write_then_rename(target, lambda temporary: _encode(
-        pixels, temporary, fmt, encoder, rate, options, container_options))
-    return [target]
+    return _Plan([target], rate, fmt, _pick_encoder(fmt, target))
 
 
 def read_video(path) -> tuple[torch.Tensor, Fraction | None]:

@@ -136,8 +136,9 @@ def assign_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sou
     check_state_dict(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True, assign=True)
     # Non-persistent buffers are not in any checkpoint: they must not be left on the meta device.
+    loaded_real_weights = not any(tensor.is_meta for tensor in state_dict.values())
     tensors = list(model.named_parameters()) + list(model.named_buffers())
-    leftover = [name for name, tensor in tensors if tensor.is_meta and not state_dict.get(name, tensor).is_meta]
+    leftover = [name for name, tensor in tensors if tensor.is_meta and loaded_real_weights]
     if leftover:  # a bug in our module, not a user error
         raise RuntimeError(f"tensors left unloaded on the meta device: {_preview(leftover)}")
     return model.requires_grad_(False).eval()

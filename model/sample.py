@@ -1,0 +1,137 @@
+"""Command line: `python -m model.sample --model PATH --prompt TEXT --out video.mp4`.
+
+Every flag is checked before any weights are read, so a typo costs nothing; errors are one line
+naming the flag or file, with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import HotshotError, InputError
+from .pipeline import ASPECT_BUCKETS, Settings
+from .schedulers import SCHEDULERS
+from .video import DEFAULT_FPS, VIDEO_FORMATS, check_output
+
+WHERE_TO_GET_WEIGHTS = """no model given. Hotshot-XL's weights are at https://huggingface.co/hotshotco/Hotshot-XL:
+  download the folder (for example `git lfs install && git clone https://huggingface.co/hotshotco/Hotshot-XL`)
+  and run:   python -m model.sample --model ./Hotshot-XL --prompt "..." --out video.mp4
+  or use any SDXL checkpoint with the temporal layers file from that repository:
+             python -m model.sample --temporal-layers hsxl_temporal_layers.safetensors --sdxl my_sdxl.safetensors ...
+  To check the install without weights: python -m model.sample --model tiny-random --out demo.mp4"""
+
+# Settings fields and the flags that set them, for error messages in the user's terms.
+FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "steps": "--steps",
+           "guidance": "--guidance", "scheduler": "--scheduler", "original_size": "--original-size",
+           "target_size": "--target-size", "decode_chunk": "--decode-chunk", "seed": "--seed"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    buckets = ", ".join(f"{w}x{h}" for w, h in ASPECT_BUCKETS)
+    parser = argparse.ArgumentParser(
+        prog="python -m model.sample", description="Hotshot-XL text-to-video.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = parser.add_argument_group("model")
+    source.add_argument("--model", help="Hotshot-XL model folder (hotshotco/Hotshot-XL layout), or tiny-random")
+    source.add_argument("--temporal-layers", help="hsxl_temporal_layers*.safetensors, used with --sdxl")
+    source.add_argument("--sdxl", help="SDXL checkpoint (.safetensors single file) or diffusers folder")
+    source.add_argument("--tokenizer", help="folder with tokenizer/ and tokenizer_2/ (single files carry none)")
+    source.add_argument("--configs", help="folder of component configs in diffusers layout, for non-standard "
+                        "single files")
+    source.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    source.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--prompt", default="a bulldog in the captains chair of a spaceship, hd, high quality")
+    gen.add_argument("--negative-prompt", default="blurry")
+    gen.add_argument("--zero-negative", action="store_true",
+                     help="use the all-zero negative embedding instead of encoding --negative-prompt")
+    gen.add_argument("--width", type=int, default=672, help=f"multiple of 8; trained buckets: {buckets}")
+    gen.add_argument("--height", type=int, default=384, help="multiple of 8")
+    gen.add_argument("--frames", type=int, default=8, help="number of frames (trained on 8)")
+    gen.add_argument("--steps", type=int, default=30)
+    gen.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (off at <= 1)")
+    gen.add_argument("--seed", type=int, default=455)
+    gen.add_argument("--scheduler", default="euler_a", choices=list(SCHEDULERS))
+    gen.add_argument("--original-size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"),
+                     help="SDXL size conditioning, width first as in the original inference.py")
+    gen.add_argument("--target-size", type=int, nargs=2, default=(512, 512), metavar=("W", "H"))
+    gen.add_argument("--decode-chunk", type=int, default=4, help="frames decoded by the VAE at once")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, help="output file: " + ", ".join(
+        e for e in VIDEO_FORMATS if e != ".png") + ", or PNG frames: a folder ending in / or a name with %%05d")
+    out.add_argument("--fps", type=float, default=DEFAULT_FPS)
+    out.add_argument("--loop", type=int, default=0, help="gif/webp loop count, 0 = forever")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+def _settings(args) -> Settings:
+    settings = Settings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
+                        guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
+                        original_size=tuple(args.original_size), target_size=tuple(args.target_size),
+                        decode_chunk=args.decode_chunk)
+    try:
+        settings.check()
+    except InputError as error:
+        raise InputError(FLAG_OF.get(error.name, error.name), error.problem) from None
+    return settings
+
+
+def run(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        if args.model is None and args.sdxl is None:
+            print(WHERE_TO_GET_WEIGHTS, file=sys.stderr)
+            return 2
+        settings = _settings(args)
+        check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+
+        from .pipeline import load_pipeline  # heavy imports only once the flags are known good
+
+        pipe = load_pipeline(args.model, temporal_layers=args.temporal_layers, sdxl=args.sdxl,
+                             tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype, device=args.device)
+        if args.model == "tiny-random":
+            print("tiny-random: random weights, so the video is noise; this only checks the install",
+                  file=sys.stderr)
+        negative = None if args.zero_negative else args.negative_prompt
+        for label, text in (("--prompt", args.prompt), ("--negative-prompt", negative)):
+            tokens = pipe.text.prompt_tokens(text) if text else 0
+            if tokens > 75:
+                chunks = -(-tokens // 75)
+                print(f"{label} is {tokens} tokens: encoded in {chunks} chunks of 75 (CLIP reads 75 at a time)",
+                      file=sys.stderr)
+        conditions = pipe.encode(args.prompt, negative, settings.original_size, settings.target_size)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=settings.steps, desc="sampling", unit="step", file=sys.stderr, leave=False) as bar:
+            latents = pipe.sample(conditions, settings, callback=lambda *_: bar.update())
+        frames = pipe.decode(latents, settings.decode_chunk)
+        from .video import write_video
+
+        files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite)
+    except HotshotError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    seconds = time.perf_counter() - started
+    where = files[0] if len(files) == 1 else f"{files[0].parent}/ ({len(files)} PNG files)"
+    print(f"wrote {where}: {frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, "
+          f"{args.fps:g} fps, {seconds:.1f} s")
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

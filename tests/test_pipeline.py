@@ -1,0 +1,125 @@
+"""Whole text-to-video calls reproduce the original pipeline's frames."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.errors import InputError
+from model.pipeline import Settings, load_pipeline
+from model.schedulers import SCHEDULERS
+from model.text import CHUNK_TOKENS
+
+TOLERANCE = 2e-3
+
+
+def golden_cases(fixtures_dir):
+    return json.loads((fixtures_dir / "pipeline_golden.json").read_text())
+
+
+def settings_of(case) -> dict:
+    return dict(width=case["width"], height=case["height"], steps=case["steps"], frames=case["video_length"],
+                seed=case["seed"], guidance=case["guidance_scale"], original_size=tuple(case["og"]),
+                target_size=tuple(case["target"]), scheduler=case["scheduler"])
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return load_pipeline(tiny_model_dir, dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def golden_frames(fixtures_dir):
+    return load_file(fixtures_dir / "pipeline_golden.safetensors")
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_pipeline_reproduces_golden(pipe, fixtures_dir, golden_frames, index):
+    case = golden_cases(fixtures_dir)[index]
+    frames = pipe(case["prompt"], case["negative_prompt"], **settings_of(case))
+    expected = golden_frames[case["name"]]
+    assert frames.shape == expected.shape == (case["video_length"], case["height"], case["width"], 3)
+    assert (frames - expected).abs().max() < TOLERANCE
+
+
+def test_single_file_and_temporal_layers_reproduce_golden(fixtures_dir, tiny_model_dir, golden_frames):
+    pipe = load_pipeline(temporal_layers=fixtures_dir / "hsxl_temporal_layers_tiny.safetensors",
+                         sdxl=fixtures_dir / "sdxl-tiny-single-file.safetensors",
+                         tokenizer=tiny_model_dir, configs=tiny_model_dir, dtype="fp32", device="cpu")
+    case = golden_cases(fixtures_dir)[0]
+    frames = pipe(case["prompt"], case["negative_prompt"], **settings_of(case))
+    assert (frames - golden_frames[case["name"]]).abs().max() < TOLERANCE
+
+
+def test_no_negative_prompt_is_the_zero_embedding_empty_is_encoded(pipe):
+    positive, negative = pipe.text.encode_pair("a cat", None)
+    assert torch.count_nonzero(negative.context) == 0 and torch.count_nonzero(negative.pooled) == 0
+    _, empty = pipe.text.encode_pair("a cat", "")
+    assert torch.count_nonzero(empty.context) > 0
+    assert empty.context.shape == positive.context.shape
+
+
+def test_long_prompts_are_chunked_not_cut(pipe):
+    long_prompt = "a corgi running on a beach " * 6
+    tokens = pipe.text.prompt_tokens(long_prompt)
+    assert tokens > CHUNK_TOKENS
+    positive, negative = pipe.text.encode_pair(long_prompt, "blurry")
+    chunks = -(-tokens // CHUNK_TOKENS)
+    assert positive.chunks == negative.chunks == chunks >= 2
+    assert positive.context.shape[1] == chunks * 77
+    # The first chunk is exactly what the original pipeline made of the prompt (cut at 77 tokens).
+    text = pipe.text
+    cut = [tok(long_prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+           for tok in (text.tokenizer, text.tokenizer_2)]
+    with torch.no_grad():
+        original = torch.cat([text.text_encoder(cut[0], output_hidden_states=True).hidden_states[-2],
+                              text.text_encoder_2(cut[1], output_hidden_states=True).hidden_states[-2]], dim=-1)
+    assert torch.allclose(positive.context[:, :77], original, atol=1e-6)
+    # The rest of the prompt still conditions the video: nothing was dropped.
+    settings = Settings(width=64, height=64, frames=2, steps=1)
+    whole = pipe.sample(pipe.encode(long_prompt, "blurry"), settings)
+    first_chunk_only = pipe.encode(long_prompt, "blurry")
+    first_chunk_only.positive.context = first_chunk_only.positive.context[:, :77]
+    first_chunk_only.negative.context = first_chunk_only.negative.context[:, :77]
+    assert not torch.allclose(whole, pipe.sample(first_chunk_only, settings))
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_runs_and_is_deterministic(pipe, name):
+    settings = Settings(width=64, height=64, frames=2, steps=2, scheduler=name, seed=3)
+    conditions = pipe.encode("a cat", "blurry")
+    first = pipe.sample(conditions, settings)
+    assert first.shape == (1, 4, 2, 8, 8) and torch.isfinite(first).all()
+    assert torch.equal(first, pipe.sample(conditions, settings))
+
+
+def test_seed_changes_the_video(pipe):
+    conditions = pipe.encode("a cat", "blurry")
+    a = pipe.sample(conditions, Settings(width=64, height=64, frames=2, steps=1, seed=1))
+    b = pipe.sample(conditions, Settings(width=64, height=64, frames=2, steps=1, seed=2))
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("field, value", [("width", 65), ("height", 0), ("frames", 0), ("steps", -1),
+                                          ("scheduler", "heun"), ("guidance", -1.0),
+                                          ("original_size", (1920,)), ("decode_chunk", 0)])
+def test_bad_settings_name_the_setting(pipe, field, value):
+    with pytest.raises(InputError, match=rf"^{field}: "):
+        pipe("a cat", **{field: value})
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_pipeline_stays_close(tiny_model_dir, fixtures_dir, golden_frames, dtype):
+    pipe = load_pipeline(tiny_model_dir, dtype=dtype, device="cpu")
+    case = golden_cases(fixtures_dir)[0]
+    frames = pipe(case["prompt"], case["negative_prompt"], **settings_of(case))
+    assert frames.dtype == torch.float32 and torch.isfinite(frames).all()
+    assert (frames - golden_frames[case["name"]]).abs().mean() < 0.05
+
+
+def test_tiny_random_needs_no_files():
+    pipe = load_pipeline("tiny-random", dtype="fp32", device="cpu")
+    frames = pipe("a test", width=64, height=64, frames=3, steps=2)
+    assert frames.shape == (3, 64, 64, 3)
+    assert 0 <= frames.min() and frames.max() <= 1
