@@ -6,11 +6,12 @@ separate nodes; `__call__` chains them with the original `inference.py`'s defaul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .context import ContextOptions
 from .components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
 from .decode import decode_latents
 from .errors import InputError, ModelFileError
@@ -39,7 +40,8 @@ class Settings:
     original_size: tuple[int, int] = (1920, 1080)  # width, height, as inference.py passes them
     target_size: tuple[int, int] = (512, 512)
     decode_chunk: int = 4
-    extra: dict = field(default_factory=dict)  # reserved for sampling options (context windows, ...)
+    context: ContextOptions | None = None  # windows over the frames; None: all frames in one pass
+    noise: str = "independent"  # initial noise for long videos: see context.NOISE_TYPES
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""
