@@ -22,11 +22,11 @@ from .config import UNetConfig
 from .errors import ModelFileError
 from .precision import resolve_device, resolve_dtype
 from .unet import HotshotXLUNet
-from .weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle, safetensors_keys
+from .single_file import describe_checkpoint
+from .weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
 TEMPORAL_MARK = ".temporal_attentions."
-SINGLE_FILE_UNET_PREFIX = "model.diffusion_model."
 
 
 def is_temporal_key(key: str) -> bool:
@@ -89,20 +89,14 @@ def classify(path: str | Path, prefer_half: bool = False) -> WeightSource:
         return WeightSource(path, kind, files, config, folder / "config.json")
     if path.suffix.lower() != ".safetensors":
         raise ModelFileError(path, "expected a model folder or a .safetensors file")
-    keys = safetensors_keys(path)
-    if any("motion_modules." in key for key in keys):
-        raise ModelFileError(path, "this is an AnimateDiff motion module, not Hotshot-XL temporal layers "
-                             "(expected keys like down_blocks.0.temporal_attentions.0...)")
-    temporal = [key for key in keys if is_temporal_key(key)]
-    if temporal and len(temporal) == len(keys):
-        return WeightSource(path, "temporal", (path,))
-    if any(key.startswith(SINGLE_FILE_UNET_PREFIX) for key in keys):
-        return WeightSource(path, "sdxl_single_file", (path,))
-    if "conv_in.weight" in keys:
-        return WeightSource(path, "hotshot" if temporal else "sdxl", (path,))
-    raise ModelFileError(path, "neither Hotshot-XL temporal layers, a Hotshot-XL/SDXL UNet in diffusers "
-                         "layout, nor an SDXL single-file checkpoint (no conv_in.weight, no "
-                         "model.diffusion_model.* and no *.temporal_attentions.* tensors)")
+    info = describe_checkpoint(path)  # header only
+    kind = {"hotshot_temporal": "temporal", "hotshot_unet": "hotshot", "diffusers_unet": "sdxl"}.get(info.kind)
+    if info.is_sdxl:
+        kind = "sdxl_single_file"
+    if kind is None:
+        raise ModelFileError(path, f"this is {info.summary}; expected Hotshot-XL temporal layers, an SDXL "
+                             "checkpoint (single file or diffusers UNet), or a Hotshot-XL UNet")
+    return WeightSource(path, kind, (path,))
 
 
 def _pick_sources(sources: list[WeightSource]) -> tuple[WeightSource, WeightSource]:
@@ -145,7 +139,7 @@ def resolve_config(config, spatial: WeightSource) -> UNetConfig:
 
 def _read_part(source: WeightSource, dtype: torch.dtype, config: UNetConfig, want_temporal: bool):
     if source.kind == "sdxl_single_file":
-        from .single_file import read_sdxl_unet  # only this path needs diffusers' converters
+        from .single_file import read_sdxl_unet
 
         return read_sdxl_unet(source.path, config.to_diffusers_dict(), dtype)
     state = {}

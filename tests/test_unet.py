@@ -218,11 +218,11 @@ def test_unexpected_tensor_in_the_spatial_part(tiny_model_dir, tmp_path, fixture
 def test_files_that_are_not_models(tmp_path, fixtures_dir):
     motion = tmp_path / "mm_sd_v15.safetensors"
     save_file({"down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight": torch.zeros(2, 2)}, motion)
-    with pytest.raises(ModelFileError, match="mm_sd_v15.safetensors: .*AnimateDiff motion module"):
+    with pytest.raises(ModelFileError, match="mm_sd_v15.safetensors: this is an AnimateDiff motion module"):
         load_unet(motion)
     other = tmp_path / "lora.safetensors"
     save_file({"lora_unet_down.alpha": torch.zeros(1)}, other)
-    with pytest.raises(ModelFileError, match="lora.safetensors: neither Hotshot-XL temporal layers"):
+    with pytest.raises(ModelFileError, match="lora.safetensors: this is not a Stable Diffusion checkpoint"):
         load_unet(other)
     with pytest.raises(ModelFileError, match="temporal layers alone are not a model"):
         load_unet(fixtures_dir / "hsxl_temporal_layers_tiny.safetensors")
