@@ -1,4 +1,30 @@
-"""ComfyUI nodes of the pack: thin adapters from ComfyUI inputs to `model/` calls."""
+"""ComfyUI nodes of the pack: thin adapters from ComfyUI inputs to `model/` calls.
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+Importing this registers the `hotshot_xl` and `animatediff_models` model folders with ComfyUI (when it
+is the host) and nothing else: no weights, no threads, no torch/diffusers imports until a node runs.
+"""
+
+from . import host
+from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
+from .sampling import HotshotXLSampler, HotshotXLTextEncode
+from .video import HotshotXLDecode, HotshotXLSaveVideo
+
+host.register_model_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "HotshotXLModelLoader": HotshotXLModelLoader,
+    "HotshotXLCheckpointLoader": HotshotXLCheckpointLoader,
+    "HotshotXLTextEncode": HotshotXLTextEncode,
+    "HotshotXLSampler": HotshotXLSampler,
+    "HotshotXLDecode": HotshotXLDecode,
+    "HotshotXLSaveVideo": HotshotXLSaveVideo,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "HotshotXLModelLoader": "Hotshot-XL Loader (model folder)",
+    "HotshotXLCheckpointLoader": "Hotshot-XL Loader (SDXL checkpoint + temporal layers)",
+    "HotshotXLTextEncode": "Hotshot-XL Text Encode",
+    "HotshotXLSampler": "Hotshot-XL Sampler",
+    "HotshotXLDecode": "Hotshot-XL Decode",
+    "HotshotXLSaveVideo": "Hotshot-XL Save Video",
+}

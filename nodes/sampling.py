@@ -1,0 +1,206 @@
+"""Text encoding and sampling nodes, and the LATENT conversion both ways.
+
+A ComfyUI LATENT holds raw SDXL VAE latents; Hotshot-XL samples them times the VAE's scaling factor
+(0.13025). Video latents travel as a batch of frames, (frames, 4, height/8, width/8), so ComfyUI's own
+VAE Decode turns them into an IMAGE batch of frames.
+"""
+
+from __future__ import annotations
+
+from . import host
+from .loaders import CATEGORY, MODEL
+from ..model.errors import InputError
+
+CONDITIONING = "HOTSHOT_XL_CONDITIONING"
+CONTEXT_OPTIONS = "HOTSHOT_XL_CONTEXT_OPTIONS"
+LATENT_CHANNELS = 4
+
+# model/schedulers.py's SCHEDULERS, named here so the option list needs no diffusers import
+# (tests check that both agree).
+SCHEDULER_NAMES = ["euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm"]
+DEFAULT_SCHEDULER = "euler_a"
+
+# Settings fields -> the sampler inputs that set them, for error messages in the node's terms.
+_INPUT_OF = {"guidance": "cfg"}
+
+MAX_SIZE = 4096
+MAX_FRAMES = 4096
+DEFAULT_PROMPT = "a bulldog in the captains chair of a spaceship, hd, high quality"
+
+
+def to_comfy_latent(latents, scale: float) -> dict:
+    """(1, 4, frames, h, w) sampling latents -> a ComfyUI LATENT of raw latents (frames, 4, h, w)."""
+    samples = (latents[0].transpose(0, 1).float() / scale).contiguous()
+    return {"samples": samples.to(host.intermediate_device())}
+
+
+def from_comfy_latent(latent, scale: float, input_name: str = "samples"):
+    """A ComfyUI LATENT (frames, 4, h, w), or (1, 4, frames, h, w) -> (1, 4, frames, h, w) sampling latents."""
+    import torch
+
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor):
+        raise InputError(input_name, f"expected a LATENT (a dict holding a 'samples' tensor), got {type(latent).__name__}")
+    if samples.ndim == 4:
+        video = samples.transpose(0, 1).unsqueeze(0)  # (frames, c, h, w) -> (1, c, frames, h, w)
+    elif samples.ndim == 5 and samples.shape[0] == 1:
+        video = samples
+    else:
+        raise InputError(input_name, "expected video latents as a batch of frames (frames, 4, height/8, width/8), "
+                         f"got shape {tuple(samples.shape)}")
+    if video.shape[1] != LATENT_CHANNELS:
+        raise InputError(input_name, f"expected SDXL latents with {LATENT_CHANNELS} channels, got {video.shape[1]} "
+                         "(latents of another model family cannot be decoded by the SDXL VAE)")
+    if video.shape[2] < 1 or not video.is_floating_point():
+        raise InputError(input_name, f"expected float latents with at least one frame, got {tuple(samples.shape)} "
+                         f"{samples.dtype}")
+    return video.float() * scale
+
+
+def _on_cpu(conditions):
+    """Conditions kept between nodes on ComfyUI's intermediate device, not on the text encoders' GPU."""
+    from ..model.sampling import Conditions
+    from ..model.text import Conditioning
+
+    device = host.intermediate_device()
+
+    def moved(c: Conditioning) -> Conditioning:
+        return Conditioning(c.context.to(device), c.pooled.to(device), c.tokens)
+
+    return Conditions(moved(conditions.positive), moved(conditions.negative), conditions.time_ids.to(device))
+
+
+class HotshotXLTextEncode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"min": 8, "max": 8192, "step": 8}
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The Hotshot-XL model whose two CLIP text encoders read the prompts."}),
+                "prompt": ("STRING", {"default": DEFAULT_PROMPT, "multiline": True, "dynamicPrompts": True,
+                                      "tooltip": "What the video shows. Prompts over 75 tokens are encoded in "
+                                                 "chunks of 75 rather than cut off."}),
+                "negative_prompt": ("STRING", {"default": "blurry", "multiline": True, "dynamicPrompts": True,
+                                               "tooltip": "What the video should not show. An empty text is "
+                                                          "encoded as an empty prompt, as ComfyUI does."}),
+                "original_width": ("INT", {"default": 1920, **size, "tooltip": "SDXL size conditioning: the "
+                                           "width of the source the model should imagine (the release uses 1920)."}),
+                "original_height": ("INT", {"default": 1080, **size, "tooltip": "SDXL size conditioning: the "
+                                            "height of the imagined source (the release uses 1080)."}),
+                "target_width": ("INT", {"default": 512, **size, "tooltip": "SDXL size conditioning: the width "
+                                         "the model should aim for (the release uses 512)."}),
+                "target_height": ("INT", {"default": 512, **size, "tooltip": "SDXL size conditioning: the "
+                                          "height the model should aim for (the release uses 512)."}),
+            }
+        }
+
+    RETURN_TYPES = (CONDITIONING,)
+    RETURN_NAMES = ("conditioning",)
+    OUTPUT_TOOLTIPS = ("Prompt, negative prompt and size conditioning for the Hotshot-XL Sampler.",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Encodes the prompt and negative prompt with the model's two CLIP text encoders, together with "
+                   "SDXL's size conditioning (original and target size, width first as the release passes them).")
+
+    def encode(self, model, prompt, negative_prompt, original_width, original_height, target_width, target_height):
+        sizes = {"original_width": original_width, "original_height": original_height,
+                 "target_width": target_width, "target_height": target_height}
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(name, f"must be a positive whole number, got {value!r}")
+        for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if not isinstance(value, str):
+                raise InputError(name, f"expected text, got {type(value).__name__}")
+        host.load(model.text)
+        conditions = model.pipeline.encode(prompt, negative_prompt, (original_width, original_height),
+                                           (target_width, target_height))
+        return (_on_cpu(conditions),)
+
+
+class HotshotXLSampler:
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"min": 64, "max": MAX_SIZE, "step": 8}
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The Hotshot-XL model that denoises the video."}),
+                "conditioning": (CONDITIONING, {"tooltip": "Prompts from Hotshot-XL Text Encode (made with the "
+                                                           "same model)."}),
+                "seed": ("INT", {"default": 455, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "The random seed of the initial noise (drawn on the CPU, so a seed gives "
+                                            "the same video on any device)."}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Number of denoising steps."}),
+                "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": "Classifier-free guidance scale: how strongly the video follows the "
+                                             "prompt against the negative prompt. 1 or less switches guidance off "
+                                             "(twice as fast)."}),
+                "scheduler": (SCHEDULER_NAMES, {"default": DEFAULT_SCHEDULER,
+                                                "tooltip": "The sampling algorithm. euler_a (Euler ancestral) is the "
+                                                           "release's; lcm is for LCM-distilled weights (4-8 steps, "
+                                                           "cfg 1-2)."}),
+                "frames": ("INT", {"default": 8, "min": 1, "max": MAX_FRAMES,
+                                   "tooltip": "Number of video frames. Hotshot-XL was trained on 8 frames at 8 fps; "
+                                              "the temporal layers reach at most 24 frames, so longer videos need "
+                                              "context options."}),
+                "width": ("INT", {"default": 672, **size, "tooltip": "Video width in pixels, a multiple of 8. The "
+                                                                     "trained sizes are about 512x512 in area: "
+                                                                     "672x384, 512x512, 384x672, ..."}),
+                "height": ("INT", {"default": 384, **size, "tooltip": "Video height in pixels, a multiple of 8."}),
+            },
+            "optional": {
+                "context_options": (CONTEXT_OPTIONS, {"tooltip": "Optional: sample in overlapping windows of frames "
+                                                                 "(from Hotshot-XL Context Options), for videos "
+                                                                 "longer than the temporal layers reach."}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The denoised video as SDXL latents, a batch of frames: decode it with Hotshot-XL Decode "
+                       "or ComfyUI's VAE Decode with an SDXL VAE.",)
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Generates a video latent from noise with Hotshot-XL: classifier-free guidance over the "
+                   "chosen scheduler, with progress, Cancel between steps, and a preview of the middle frame.")
+
+    def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None):
+        from ..model.context import ContextOptions
+        from ..model.pipeline import Settings
+        from ..model.sampling import Conditions
+
+        if not isinstance(conditioning, Conditions):
+            raise InputError("conditioning", f"expected Hotshot-XL conditioning, got {type(conditioning).__name__}")
+        if context_options is not None and not isinstance(context_options, ContextOptions):
+            raise InputError("context_options", f"expected Hotshot-XL context options, got "
+                             f"{type(context_options).__name__}")
+        settings = Settings(width=width, height=height, frames=frames, steps=steps, guidance=cfg, seed=seed,
+                            scheduler=scheduler, context=context_options)
+        try:
+            settings.check()
+        except InputError as error:
+            raise InputError(_INPUT_OF.get(error.name, error.name), error.problem) from None
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 0xFFFFFFFFFFFFFFFF:
+            raise InputError("seed", f"must be a whole number from 0 to 2^64-1, got {seed!r}")
+        unet_config = model.pipeline.unet.config
+        reach = unet_config.temporal_max_frames
+        if context_options is None and frames > reach:
+            raise InputError("frames", f"{frames} frames is more than the temporal layers reach ({reach}); "
+                             "connect Hotshot-XL Context Options to sample longer videos in windows")
+        width_needed = unet_config.cross_attention_dim
+        if conditioning.positive.context.shape[-1] != width_needed:
+            raise InputError("conditioning", f"was encoded by a different model (text states of width "
+                             f"{conditioning.positive.context.shape[-1]}, this UNet takes {width_needed})")
+
+        host.load(model.unet, memory_required=_activation_bytes(settings, model.unet))
+        callback = host.sampling_callback(model.unet, steps)
+        latents = model.pipeline.sample(conditioning, settings, callback)
+        return (to_comfy_latent(latents, model.latent_scale),)
+
+
+def _activation_bytes(settings, unet) -> int:
+    """A rough bound on sampling memory beyond the weights, for ComfyUI to free room: the widest
+    activations (1280 channels at 1/8 scale) for both guidance halves, a few held at once."""
+    window = settings.frames if settings.context is None else min(settings.frames, settings.context.length)
+    halves = 2 if settings.guidance > 1 else 1
+    element = unet.module.dtype.itemsize if hasattr(unet.module, "dtype") else 4
+    return halves * window * (settings.height // 8) * (settings.width // 8) * 1280 * element * 8
