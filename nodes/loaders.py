@@ -67,7 +67,11 @@ def _load(name: str, blame: dict, tokenizer_input: str | None = None, **paths_an
         if type(error) is not HotshotError or tokenizer_input is None:
             raise
         # No CLIP vocabulary found for a single file: name the input that can provide one.
-        raise InputError(tokenizer_input, str(error)) from None
+        searched = str(error).rpartition("Searched: ")[2]
+        raise InputError(tokenizer_input, "no CLIP tokenizer found for the single-file checkpoint (it holds none, "
+                         "and nothing is downloaded): choose a diffusers-layout folder with tokenizer/ and "
+                         "tokenizer_2/ (the released Hotshot-XL folder will do), or install open_clip_torch "
+                         f"(inside ComfyUI its own tokenizer is used). Searched: {searched}") from None
     return HotshotXLModel(pipeline, name)
 
 

@@ -1,0 +1,145 @@
+"""Helpers for the node and workflow tests (no test functions here): node declarations, workflow
+files in both formats, and running an API-format graph node by node without ComfyUI."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import numbers
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = REPO_ROOT / "workflows"
+API_WORKFLOWS = WORKFLOWS / "api"
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+EDITOR_KEYS = {"last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"}
+
+
+def input_specs(cls) -> list[tuple[str, object, dict, bool]]:
+    """(name, type or option list, options, required) of a V1 node's inputs, in declaration order."""
+    declared = cls.INPUT_TYPES()
+    specs = []
+    for section, required in (("required", True), ("optional", False)):
+        for name, spec in declared.get(section, {}).items():
+            kind = spec[0]
+            options = spec[1] if len(spec) > 1 else {}
+            specs.append((name, kind, options, required))
+    return specs
+
+
+def is_widget(kind) -> bool:
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def value_problems(kind, options: dict, value) -> list[str]:
+    """What is wrong with a widget value for an input declared as (kind, options); empty if nothing."""
+    if isinstance(kind, list):
+        return [] if value in kind else [f"{value!r} is not one of {kind}"]
+    if kind == "INT":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return [f"{value!r} is not an INT"]
+    elif kind == "FLOAT":
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return [f"{value!r} is not a FLOAT"]
+    elif kind == "STRING":
+        return [] if isinstance(value, str) else [f"{value!r} is not a STRING"]
+    elif kind == "BOOLEAN":
+        return [] if isinstance(value, bool) else [f"{value!r} is not a BOOLEAN"]
+    problems = []
+    if "min" in options and value < options["min"]:
+        problems.append(f"{value} is below the minimum {options['min']}")
+    if "max" in options and value > options["max"]:
+        problems.append(f"{value} is above the maximum {options['max']}")
+    return problems
+
+
+def editor_files() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.json"))
+
+
+def api_files() -> list[Path]:
+    return sorted(API_WORKFLOWS.glob("*.json"))
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def editor_to_api(workflow: dict, classes: dict) -> dict:
+    """The API-format graph the editor would queue for an editor-format workflow of the pack's nodes.
+
+    Widget values are taken in declaration order; a seed with control_after_generate is followed by
+    the control's own value ("randomize", "fixed", ...), which the API format does not carry.
+    """
+    links = {link[0]: link for link in workflow["links"]}
+    api = {}
+    for node in workflow["nodes"]:
+        cls = classes[node["type"]]
+        values = list(node.get("widgets_values") or [])
+        linked = {entry["name"]: entry.get("link") for entry in node.get("inputs", [])}
+        inputs = {}
+        for name, kind, options, _ in input_specs(cls):
+            if linked.get(name) is not None:
+                link = links[linked[name]]
+                inputs[name] = [str(link[1]), link[2]]
+                if is_widget(kind):  # a widget turned into a socket still keeps its value slot
+                    values.pop(0)
+                    if options.get("control_after_generate"):
+                        values.pop(0)
+            elif is_widget(kind):
+                if not values:
+                    raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name}")
+                inputs[name] = values.pop(0)
+                if options.get("control_after_generate"):
+                    values.pop(0)
+        if values:
+            raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values left over: {values}")
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def topological_order(prompt: dict) -> list[str]:
+    order, seen = [], set()
+
+    def visit(node_id: str, path=()):
+        if node_id in seen:
+            return
+        if node_id in path:
+            raise ValueError(f"cycle through node {node_id}")
+        for value in prompt[node_id]["inputs"].values():
+            if isinstance(value, list):
+                visit(str(value[0]), path + (node_id,))
+        seen.add(node_id)
+        order.append(node_id)
+
+    for node_id in prompt:
+        visit(node_id)
+    return order
+
+
+def run_api(prompt: dict, classes: dict) -> tuple[dict, dict]:
+    """Run every node of an API-format graph in dependency order, as ComfyUI would (one call each).
+
+    Returns (outputs: node id -> result tuple, ui: node id -> ui dict of output nodes).
+    """
+    outputs, ui = {}, {}
+    for node_id in topological_order(prompt):
+        node = prompt[node_id]
+        cls = classes[node["class_type"]]
+        kwargs = {name: outputs[str(value[0])][value[1]] if isinstance(value, list) else value
+                  for name, value in node["inputs"].items()}
+        result = getattr(cls(), cls.FUNCTION)(**kwargs)
+        if isinstance(result, dict):
+            ui[node_id] = result.get("ui")
+            result = result.get("result", ())
+        outputs[node_id] = tuple(result)
+    return outputs, ui
+
+
+def function_parameters(cls) -> inspect.Signature:
+    return inspect.signature(getattr(cls, cls.FUNCTION))
+
+
+def nodes_of(prompt: dict, class_type: str) -> list[str]:
+    return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]

@@ -1,0 +1,439 @@
+"""The ComfyUI nodes without ComfyUI: declarations, name resolution, results, and errors.
+
+The pack is imported the way ComfyUI imports it (conftest's `pack` fixture: the repo root under an
+arbitrary package name); nodes run on the tiny fixture model.
+"""
+
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from fractions import Fraction
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.schedulers import SCHEDULERS
+from tests.pack_graph import function_parameters, input_specs, is_widget, value_problems
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN_TOLERANCE = 2e-3
+
+
+def submodule(pack, name):
+    return importlib.import_module(f"{pack.__name__}.{name}")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, fixtures_dir, tiny_model_dir):
+    """A models folder laid out like ComfyUI's, pointing at the tiny fixtures."""
+    root = tmp_path_factory.mktemp("models")
+    for folder, name, target in (
+            ("diffusers", "Hotshot-XL", tiny_model_dir),
+            ("hotshot_xl", "nested/hotshot-xl-tiny", tiny_model_dir),
+            ("hotshot_xl", "hsxl_temporal_layers_tiny.safetensors", fixtures_dir / "hsxl_temporal_layers_tiny.safetensors"),
+            ("checkpoints", "sdxl-tiny.safetensors", fixtures_dir / "sdxl-tiny-single-file.safetensors")):
+        link = root / folder / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target, target_is_directory=target.is_dir())
+    (root / "checkpoints" / "old.ckpt").write_bytes(b"not listed")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def host_env(monkeypatch, models_dir, tmp_path):
+    monkeypatch.setenv("HOTSHOT_XL_MODELS", str(models_dir))
+    monkeypatch.setenv("HOTSHOT_XL_OUTPUT", str(tmp_path / "output"))
+    return tmp_path / "output"
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    return pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def tiny(nodes, tiny_model_dir):
+    """The tiny model through the folder loader (an absolute path: no models folder needed), in fp32."""
+    (model,) = nodes["HotshotXLModelLoader"]().load(str(tiny_model_dir), "fp32")
+    return model
+
+
+@pytest.fixture(scope="module")
+def golden(fixtures_dir):
+    case = json.loads((fixtures_dir / "pipeline_golden.json").read_text())[1]
+    return case, load_file(fixtures_dir / "pipeline_golden.safetensors")[case["name"]]
+
+
+def encode(nodes, model, prompt="a corgi", negative="blurry", sizes=(1920, 1080, 512, 512)):
+    return nodes["HotshotXLTextEncode"]().encode(model, prompt, negative, *sizes)[0]
+
+
+def sample(nodes, model, conditioning, seed=1, steps=1, cfg=5.0, scheduler="euler_a", frames=2, width=64,
+           height=64, **optional):
+    return nodes["HotshotXLSampler"]().sample(model, conditioning, seed, steps, cfg, scheduler, frames, width,
+                                              height, **optional)[0]
+
+
+# ---------------------------------------------------------------------------------- declarations
+
+def test_every_node_is_registered_with_a_display_name(pack, nodes):
+    assert nodes and set(nodes) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for name, cls in nodes.items():
+        assert name.startswith("HotshotXL") and cls.__name__ == name
+        assert pack.NODE_DISPLAY_NAME_MAPPINGS[name].startswith("Hotshot-XL ")
+    assert len(set(pack.NODE_DISPLAY_NAME_MAPPINGS.values())) == len(nodes)
+
+
+def test_node_declarations_are_valid(nodes):
+    """Types, tooltips, defaults within bounds and option lists, FUNCTION matching the inputs."""
+    for name, cls in nodes.items():
+        assert cls.CATEGORY == "Hotshot-XL", name
+        assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 20, name
+        assert isinstance(cls.RETURN_TYPES, tuple), name
+        if cls.RETURN_TYPES:
+            assert len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES), name
+        else:
+            assert getattr(cls, "OUTPUT_NODE", False), f"{name} has no outputs and is not an output node"
+        for kind in cls.RETURN_TYPES:
+            assert kind in ("LATENT", "IMAGE") or kind.startswith("HOTSHOT_XL_"), (name, kind)
+        specs = input_specs(cls)
+        assert specs, name
+        for input_name, kind, options, _ in specs:
+            where = f"{name}.{input_name}"
+            assert isinstance(options.get("tooltip"), str) and options["tooltip"].strip(), f"{where}: no tooltip"
+            if isinstance(kind, list):
+                assert all(isinstance(option, str) for option in kind), where
+                assert len(set(kind)) == len(kind), where
+                if "default" in options:
+                    assert options["default"] in kind, f"{where}: default {options['default']!r} not an option"
+            elif kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                assert "default" in options, f"{where}: no default"
+                assert not value_problems(kind, options, options["default"]), (where, options)
+                if kind in ("INT", "FLOAT"):
+                    assert options["min"] <= options["default"] <= options["max"], where
+            else:
+                assert kind in ("LATENT", "IMAGE") or kind.startswith("HOTSHOT_XL_"), (where, kind)
+        signature = function_parameters(cls)
+        parameters = [p for p in signature.parameters.values() if p.name != "self"]
+        assert [p.name for p in parameters] == [spec[0] for spec in specs], name
+        for parameter, (_, _, _, required) in zip(parameters, specs):
+            has_default = parameter.default is not inspect.Parameter.empty
+            assert has_default != required, f"{name}.{parameter.name}: optional inputs need a default, required none"
+
+
+def test_file_lists_come_from_the_models_folder(nodes):
+    model_options = input_specs(nodes["HotshotXLModelLoader"])[0][1]
+    assert model_options == ["Hotshot-XL", "nested/hotshot-xl-tiny"]
+    specs = {name: kind for name, kind, _, _ in input_specs(nodes["HotshotXLCheckpointLoader"])}
+    assert specs["ckpt_name"] == ["sdxl-tiny.safetensors"]  # .ckpt pickles are not offered
+    # The temporal file, but not the weight files inside the model folder next to it.
+    assert specs["temporal_layers"] == ["hsxl_temporal_layers_tiny.safetensors"]
+    assert specs["configs"] == ["default", "Hotshot-XL", "nested/hotshot-xl-tiny"]
+
+
+def test_file_lists_are_empty_without_a_models_folder(nodes, monkeypatch):
+    monkeypatch.delenv("HOTSHOT_XL_MODELS")
+    assert input_specs(nodes["HotshotXLModelLoader"])[0][1] == []
+
+
+def test_sampler_offers_exactly_the_library_schedulers(nodes):
+    options = {name: (kind, opts) for name, kind, opts, _ in input_specs(nodes["HotshotXLSampler"])}
+    kind, opts = options["scheduler"]
+    assert kind == list(SCHEDULERS) and opts["default"] == "euler_a"
+    assert opts and options["seed"][1]["control_after_generate"] is True
+
+
+def test_importing_and_listing_nodes_loads_no_heavy_library(tmp_path):
+    folder = tmp_path / "Any Folder.name"
+    folder.symlink_to(REPO_ROOT, target_is_directory=True)
+    code = f"""
+        import importlib.util, sys
+        folder = {str(folder)!r}
+        name = folder.replace(".", "_x_")
+        spec = importlib.util.spec_from_file_location(name, folder + "/__init__.py",
+                                                      submodule_search_locations=[folder])
+        pack = importlib.util.module_from_spec(spec)
+        sys.modules[name] = pack
+        spec.loader.exec_module(pack)
+        for cls in pack.NODE_CLASS_MAPPINGS.values():
+            cls.INPUT_TYPES()
+        heavy = [m for m in ("torch", "diffusers", "transformers", "av") if m in sys.modules]
+        print("heavy:", heavy)
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": ""}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "heavy: []"
+    assert result.stderr == ""  # no prints, no warnings
+
+
+# ------------------------------------------------------------------------------- name resolution
+
+def test_names_resolve_to_paths_and_bad_names_name_the_input(pack, models_dir, fixtures_dir, monkeypatch):
+    host = submodule(pack, "nodes.host")
+    InputError = submodule(pack, "model.errors").InputError
+    assert host.resolve("Hotshot-XL", host.MODEL_FOLDERS, "model_name", True) == models_dir / "diffusers" / "Hotshot-XL"
+    absolute = fixtures_dir / "hsxl_temporal_layers_tiny.safetensors"
+    assert host.resolve(str(absolute), host.TEMPORAL_FOLDERS, "temporal_layers", False) == absolute
+    with pytest.raises(InputError, match=r"^model_name: folder 'Nope' not found; looked in .*diffusers"):
+        host.resolve("Nope", host.MODEL_FOLDERS, "model_name", True)
+    with pytest.raises(InputError, match=r"^ckpt_name: '.*Hotshot-XL' is not a \.safetensors file"):
+        host.resolve(str(models_dir / "diffusers" / "Hotshot-XL"), host.CHECKPOINT_FOLDERS, "ckpt_name", False)
+    monkeypatch.delenv("HOTSHOT_XL_MODELS")
+    with pytest.raises(InputError, match="HOTSHOT_XL_MODELS"):
+        host.resolve("Hotshot-XL", host.MODEL_FOLDERS, "model_name", True)
+
+
+def test_inside_comfyui_folders_are_registered_and_listed_through_folder_paths(pack, models_dir, monkeypatch):
+    """A stand-in for ComfyUI's folder_paths (the real one is exercised by test_comfyui_host.py)."""
+    host = submodule(pack, "nodes.host")
+    registered = {"diffusers": ([str(models_dir / "diffusers")], {"folder"})}
+
+    def add_model_folder_path(name, path, is_default=False):
+        paths, _ = registered.setdefault(name, ([], set()))
+        if path not in paths:
+            paths.append(path)
+
+    fake = types.SimpleNamespace(models_dir=str(models_dir), folder_names_and_paths=registered,
+                                 add_model_folder_path=add_model_folder_path,
+                                 get_folder_paths=lambda name: registered[name][0])
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    monkeypatch.delenv("HOTSHOT_XL_MODELS")  # ComfyUI's folders win over the environment
+    assert host.in_comfyui()
+    assert host.list_weight_files(host.TEMPORAL_FOLDERS) == []  # not registered yet
+    host.register_model_folders()
+    host.register_model_folders()  # twice is harmless
+    assert registered["hotshot_xl"][0] == [str(models_dir / "hotshot_xl")]
+    assert registered["animatediff_models"][0] == [str(models_dir / "animatediff_models")]
+    assert host.list_weight_files(host.TEMPORAL_FOLDERS) == ["hsxl_temporal_layers_tiny.safetensors"]
+    assert host.list_model_folders() == ["Hotshot-XL", "nested/hotshot-xl-tiny"]
+
+
+# ----------------------------------------------------------------------------------- running nodes
+
+def test_node_chain_reproduces_the_original_implementation(nodes, tiny, golden):
+    """Text Encode -> Sampler -> Decode gives the reference frames of the original Hotshot-XL."""
+    case, expected = golden
+    conditioning = encode(nodes, tiny, case["prompt"], case["negative_prompt"], (*case["og"], *case["target"]))
+    latent = sample(nodes, tiny, conditioning, case["seed"], case["steps"], case["guidance_scale"], case["scheduler"],
+                    case["video_length"], case["width"], case["height"])
+    frames = case["video_length"]
+    assert latent["samples"].shape == (frames, 4, case["height"] // 8, case["width"] // 8)
+    (images,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 4, False)
+    assert images.shape == expected.shape and images.dtype == torch.float32 and images.device.type == "cpu"
+    assert (images - expected).abs().max() < GOLDEN_TOLERANCE
+
+    # The LATENT holds raw VAE latents, as ComfyUI's VAE Decode expects: the VAE decodes them unscaled.
+    with torch.no_grad():
+        direct = tiny.pipeline.vae.decode(latent["samples"][:2]).sample
+    direct = (direct / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    assert (direct - images[:2]).abs().max() < 1e-4
+    # Frame chunking does not change the frames; 5-D latents (1, 4, frames, h, w) are accepted too.
+    (one_by_one,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 1, False)
+    assert (one_by_one - images).abs().max() < 1e-5
+    video = {"samples": latent["samples"].transpose(0, 1).unsqueeze(0)}
+    (from_5d,) = nodes["HotshotXLDecode"]().decode(tiny, video, 4, False)
+    assert torch.equal(from_5d, images)
+
+
+def test_text_encode_keeps_empty_and_long_prompts(nodes, tiny):
+    empty = encode(nodes, tiny, "a corgi", "")
+    assert torch.count_nonzero(empty.negative.context) > 0  # "" is encoded, not replaced by zeros
+    long_prompt = "a corgi running on a beach " * 20
+    conditioning = encode(nodes, tiny, long_prompt, "blurry", (96, 64, 96, 64))
+    assert conditioning.positive.chunks == conditioning.negative.chunks > 1
+    assert conditioning.time_ids.tolist() == [[96, 64, 0, 0, 96, 64]]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("width", 100, r"^width: must be a positive multiple of 8"),
+    ("height", 0, r"^height: must be a positive multiple of 8"),
+    ("frames", 0, r"^frames: must be a positive whole number"),
+    ("frames", 25, r"^frames: 25 frames is more than the temporal layers reach \(24\)"),
+    ("steps", 0, r"^steps: must be a positive whole number"),
+    ("cfg", -1.0, r"^cfg: must be zero or more"),
+    ("scheduler", "heun", r"^scheduler: unknown scheduler 'heun'"),
+    ("seed", -1, r"^seed: must be a whole number"),
+])
+def test_bad_sampler_inputs_name_the_input(pack, nodes, tiny, field, value, message):
+    InputError = submodule(pack, "model.errors").InputError
+    conditioning = encode(nodes, tiny)
+    settings = dict(seed=1, steps=1, cfg=5.0, scheduler="euler_a", frames=2, width=64, height=64)
+    settings[field] = value
+    with pytest.raises(InputError, match=message):
+        sample(nodes, tiny, conditioning, **settings)
+
+
+def test_wrong_links_are_refused_with_the_input_named(pack, nodes, tiny):
+    InputError = submodule(pack, "model.errors").InputError
+    with pytest.raises(InputError, match=r"^conditioning: expected Hotshot-XL conditioning"):
+        sample(nodes, tiny, {"not": "conditioning"})
+    conditioning = encode(nodes, tiny)
+    conditioning.positive.context = conditioning.positive.context[..., :16]
+    with pytest.raises(InputError, match=r"^conditioning: was encoded by a different model"):
+        sample(nodes, tiny, conditioning)
+    decode = nodes["HotshotXLDecode"]()
+    with pytest.raises(InputError, match=r"^samples: expected SDXL latents with 4 channels, got 16"):
+        decode.decode(tiny, {"samples": torch.zeros(2, 16, 8, 8)}, 4, False)
+    with pytest.raises(InputError, match=r"^samples: expected video latents as a batch of frames"):
+        decode.decode(tiny, {"samples": torch.zeros(4, 8, 8)}, 4, False)
+    with pytest.raises(InputError, match=r"^samples: expected a LATENT"):
+        decode.decode(tiny, torch.zeros(2, 4, 8, 8), 4, False)
+    with pytest.raises(InputError, match=r"^frames_per_chunk: must be a positive whole number"):
+        decode.decode(tiny, {"samples": torch.zeros(2, 4, 8, 8)}, 0, False)
+
+
+def test_interrupted_sampling_stops_between_steps(pack, nodes, tiny, monkeypatch, host_env):
+    """A step callback that raises (as ComfyUI's progress bar does on Cancel) ends sampling at once."""
+    host = submodule(pack, "nodes.host")
+    calls = []
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupting_callback(handle, steps):
+        def callback(step, total, latents):
+            calls.append((step, total))
+            if step == 1:
+                raise Interrupted()
+        return callback
+
+    monkeypatch.setattr(host, "sampling_callback", interrupting_callback)
+    with pytest.raises(Interrupted):
+        sample(nodes, tiny, encode(nodes, tiny), steps=30)
+    assert calls == [(0, 30), (1, 30)]
+    assert not host_env.exists() or not any(host_env.rglob("*"))
+
+
+# ------------------------------------------------------------------------------------------ loaders
+
+def write_safetensors(path, keys):
+    save_file({key: torch.zeros(1) for key in keys}, str(path))
+    return path
+
+
+def test_loader_errors_name_the_input_and_the_file(pack, nodes, fixtures_dir, tiny_model_dir, tmp_path, monkeypatch):
+    InputError = submodule(pack, "model.errors").InputError
+    folder_loader, checkpoint_loader = nodes["HotshotXLModelLoader"](), nodes["HotshotXLCheckpointLoader"]()
+    temporal = str(fixtures_dir / "hsxl_temporal_layers_tiny.safetensors")
+    single_file = str(fixtures_dir / "sdxl-tiny-single-file.safetensors")
+
+    with pytest.raises(InputError, match=r"^model_name: folder 'missing' not found"):
+        folder_loader.load("missing", "fp32")
+    with pytest.raises(InputError, match=r"^dtype: unknown dtype 'fp8'"):
+        folder_loader.load(str(tiny_model_dir), "fp8")
+    not_a_model = tmp_path / "photos"
+    not_a_model.mkdir()
+    with pytest.raises(InputError, match=r"^model_name: .*photos: not a model folder"):
+        folder_loader.load(str(not_a_model), "fp32")
+
+    # A temporal-layers input that holds something else says what it holds.
+    with pytest.raises(InputError, match=r"^temporal_layers: .*expected Hotshot-XL temporal layers .*, but this "
+                                         r"is an SDXL single-file checkpoint"):
+        checkpoint_loader.load(single_file, single_file, "fp32")
+    animatediff = write_safetensors(tmp_path / "mm_sdxl.safetensors", ["down_blocks.0.motion_modules.0.x.weight"])
+    with pytest.raises(InputError, match=r"^temporal_layers: .*AnimateDiff motion module"):
+        checkpoint_loader.load(single_file, str(animatediff), "fp32")
+    # A checkpoint that is not SDXL, or not complete.
+    with pytest.raises(InputError, match=r"^ckpt_name: .*expected an SDXL checkpoint, but this is a Hotshot-XL "
+                                         r"temporal-layers file"):
+        checkpoint_loader.load(temporal, temporal, "fp32")
+    sd15 = write_safetensors(tmp_path / "v1-5.safetensors", ["cond_stage_model.transformer.text_model.x",
+                                                              "model.diffusion_model.input_blocks.0.0.weight"])
+    with pytest.raises(InputError, match=r"^ckpt_name: .*Stable Diffusion 1\.x checkpoint"):
+        checkpoint_loader.load(str(sd15), temporal, "fp32")
+    partial = write_safetensors(tmp_path / "partial.safetensors", ["model.diffusion_model.label_emb.0.0.weight",
+                                                                   "conditioner.embedders.1.model.x"])
+    with pytest.raises(InputError, match=r"^ckpt_name: .*this SDXL checkpoint lacks vae, text_encoder; "):
+        checkpoint_loader.load(str(partial), temporal, "fp32")
+    # No CLIP vocabulary anywhere (no ComfyUI, no open_clip): the configs input is what can provide one.
+    tokenizers = submodule(pack, "model.tokenizers")
+    monkeypatch.setattr(tokenizers, "find_vocabulary", lambda: None)
+    with pytest.raises(InputError, match=r"^configs: no CLIP tokenizer found for the single-file checkpoint"):
+        checkpoint_loader.load(single_file, temporal, "fp32")
+    # A single file whose shapes do not fit the default (SDXL base) configs: named as the checkpoint's fault.
+    monkeypatch.setattr(tokenizers, "find_vocabulary", lambda: tiny_model_dir)
+    with pytest.raises(InputError, match=r"^ckpt_name: .*sdxl-tiny-single-file.safetensors: .*does not match"):
+        checkpoint_loader.load(single_file, temporal, "fp32")
+    with pytest.raises(InputError, match=r"^configs: folder 'elsewhere' not found"):
+        checkpoint_loader.load(single_file, temporal, "fp32", "elsewhere")
+
+
+# --------------------------------------------------------------------------------------- save video
+
+def frames_clip(count=3, height=32, width=48):
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 1, width).view(1, 1, width, 1)
+    return (ramp.expand(count, height, width, 3) * 0.8 + 0.1 * torch.rand(count, height, width, 3)).contiguous()
+
+
+@pytest.mark.parametrize("video_format, animated", [("mp4", True), ("webm", True), ("gif", None), ("webp", True)])
+def test_save_writes_numbered_videos_and_shows_them(pack, nodes, host_env, video_format, animated):
+    from model.video import read_video
+
+    save = nodes["HotshotXLSaveVideo"]()
+    images = frames_clip()
+    user_file = host_env / "clips" / f"cat_00001_.{video_format}"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_bytes(b"the user's own file")
+    result = save.save(images, "clips/cat", video_format, 8.0, 0)
+    assert result["result"] == ()
+    (shown,) = result["ui"]["images"]
+    assert shown == {"filename": f"cat_00002_.{video_format}", "subfolder": "clips", "type": "output"}
+    assert result["ui"].get("animated") == (None if animated is None else (True,))
+    assert user_file.read_bytes() == b"the user's own file"
+    frames, fps = read_video(host_env / "clips" / shown["filename"])
+    assert frames.shape == (3, 32, 48, 3) and fps == Fraction(8)
+    assert (frames.float() / 255 - images).abs().mean() < 0.08
+    again = save.save(images, "clips/cat", video_format, 8.0, 0)
+    assert again["ui"]["images"][0]["filename"] == f"cat_00003_.{video_format}"
+    assert sorted(p.name for p in user_file.parent.iterdir()) == [f"cat_0000{i}_.{video_format}" for i in (1, 2, 3)]
+
+
+def test_single_frame_webp_is_a_still(nodes, host_env):
+    result = nodes["HotshotXLSaveVideo"]().save(frames_clip(1), "still", "webp", 8.0, 0)
+    assert "animated" not in result["ui"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("../outside", "mp4", 8.0, 0), r"^filename_prefix: '\.\./outside' leaves the output folder"),
+    (("", "mp4", 8.0, 0), r"^filename_prefix: must not be empty"),
+    (("ok", "mkv", 8.0, 0), r"^format: unknown format 'mkv'"),
+    (("ok", "mp4", 0.0, 0), r"^fps: must be a positive number"),
+    (("ok", "gif", 8.0, -1), r"^loop: expected a whole number"),
+])
+def test_bad_save_inputs_name_the_input_and_write_nothing(pack, nodes, host_env, args, message):
+    InputError = submodule(pack, "model.errors").InputError
+    with pytest.raises(InputError, match=message):
+        nodes["HotshotXLSaveVideo"]().save(frames_clip(), *args)
+    assert not any(p.is_file() for p in host_env.parent.rglob("*") if "output" in p.parts or "outside" in p.name)
+
+
+def test_bad_images_are_refused(pack, nodes):
+    InputError = submodule(pack, "model.errors").InputError
+    with pytest.raises(InputError, match=r"^images: expected an IMAGE batch"):
+        nodes["HotshotXLSaveVideo"]().save(torch.zeros(2, 8, 8, 4), "x", "mp4", 8.0, 0)
+
+
+def test_failed_encoding_leaves_no_partial_file(pack, nodes, host_env, monkeypatch):
+    video = submodule(pack, "model.video")
+    original = video._encode
+
+    class Interrupted(Exception):
+        pass
+
+    def encode_then_fail(pixels, path, *args, **kwargs):
+        original(pixels[:1], path, *args, **kwargs)  # something is on disk under the temporary name
+        assert path.exists()
+        raise Interrupted()
+
+    monkeypatch.setattr(video, "_encode", encode_then_fail)
+    with pytest.raises(Interrupted):
+        nodes["HotshotXLSaveVideo"]().save(frames_clip(), "partial", "mp4", 8.0, 0)
+    assert host_env.is_dir() and list(host_env.rglob("*")) == []
