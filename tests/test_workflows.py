@@ -1,0 +1,181 @@
+"""The shipped workflows: both formats agree, they only use existing nodes with valid values, and
+each API workflow runs node by node on the tiny fixture, giving the headless pipeline's frames."""
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+from model.pipeline import Settings, load_pipeline
+from model.video import read_video
+from tests.pack_graph import (API_WORKFLOWS, EDITOR_KEYS, WORKFLOWS, api_files, editor_files, editor_to_api,
+                              input_specs, is_widget, load_json, nodes_of, run_api, value_problems)
+
+# The model names the shipped workflows use (the released files' own names), and the fixtures they
+# stand for in these tests.
+RELEASE_NAMES = {
+    ("diffusers", "Hotshot-XL"): "hotshot-xl-tiny",
+    ("checkpoints", "sd_xl_base_1.0.safetensors"): "sdxl-tiny-single-file.safetensors",
+    ("animatediff_models", "hsxl_temporal_layers.safetensors"): "hsxl_temporal_layers_tiny.safetensors",
+}
+RELEASE_SIZES = {(672, 384), (512, 512)}
+TINY = dict(width=64, height=64, steps=2, frames=4)
+FRAME_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, fixtures_dir):
+    root = tmp_path_factory.mktemp("models")
+    for (folder, name), fixture in RELEASE_NAMES.items():
+        (root / folder).mkdir(exist_ok=True)
+        target = fixtures_dir / fixture
+        (root / folder / name).symlink_to(target, target_is_directory=target.is_dir())
+    return root
+
+
+@pytest.fixture(autouse=True)
+def host_env(monkeypatch, models_dir, tmp_path):
+    monkeypatch.setenv("HOTSHOT_XL_MODELS", str(models_dir))
+    monkeypatch.setenv("HOTSHOT_XL_OUTPUT", str(tmp_path / "output"))
+    return tmp_path / "output"
+
+
+@pytest.fixture(scope="module")
+def classes(pack):
+    return pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def headless(tiny_model_dir):
+    """The library on its own: the reference the node runs must agree with."""
+    return load_pipeline(tiny_model_dir, dtype="fp32", device="cpu")
+
+
+def names(paths):
+    return [path.name for path in paths]
+
+
+def test_every_editor_workflow_has_an_api_twin():
+    assert names(editor_files()) == names(api_files())
+    assert {"hotshot_xl_text_to_video.json", "hotshot_xl_sdxl_checkpoint_text_to_video.json"} <= set(names(editor_files()))
+
+
+@pytest.mark.parametrize("name", names(editor_files()))
+def test_editor_workflow_is_well_formed(classes, name):
+    workflow = load_json(WORKFLOWS / name)
+    assert set(workflow) == EDITOR_KEYS
+    ids = [node["id"] for node in workflow["nodes"]]
+    assert len(set(ids)) == len(ids) and workflow["last_node_id"] >= max(ids)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    link_ids = [link[0] for link in workflow["links"]]
+    assert len(set(link_ids)) == len(link_ids) and workflow["last_link_id"] >= max(link_ids)
+    for link_id, source, slot, target, target_slot, kind in workflow["links"]:
+        output = nodes[source]["outputs"][slot]
+        assert link_id in output["links"] and output["type"] == kind
+        entry = nodes[target]["inputs"][target_slot]
+        assert entry["link"] == link_id and entry["type"] == kind
+        assert kind == classes[nodes[source]["type"]].RETURN_TYPES[slot]
+    for node in workflow["nodes"]:
+        assert node["type"] in classes, f"unknown node type {node['type']}"
+        for entry in node["inputs"]:
+            if entry["link"] is not None:
+                assert entry["link"] in link_ids
+        for output in node["outputs"]:
+            for link_id in output["links"]:
+                assert workflow["links"][link_ids.index(link_id)][1] == node["id"]
+
+
+@pytest.mark.parametrize("name", names(editor_files()))
+def test_api_twin_has_the_same_nodes_values_and_links(classes, name):
+    editor = load_json(WORKFLOWS / name)
+    api = load_json(API_WORKFLOWS / name)
+    expected = editor_to_api(editor, classes)
+    assert {node_id: {k: v for k, v in node.items() if k != "_meta"} for node_id, node in api.items()} == expected
+
+
+@pytest.mark.parametrize("name", names(api_files()))
+def test_api_workflow_uses_existing_nodes_with_valid_values(pack, classes, name):
+    prompt = load_json(API_WORKFLOWS / name)
+    for node_id, node in prompt.items():
+        assert node["class_type"] in classes, f"node {node_id}: unknown class {node['class_type']}"
+        assert node["_meta"]["title"] == pack.NODE_DISPLAY_NAME_MAPPINGS[node["class_type"]]
+        specs = {spec[0]: spec for spec in input_specs(classes[node["class_type"]])}
+        assert set(node["inputs"]) <= set(specs), f"node {node_id}: unknown inputs"
+        for input_name, (_, kind, options, required) in specs.items():
+            where = f"node {node_id} ({node['class_type']}).{input_name}"
+            if input_name not in node["inputs"]:
+                assert not required, f"{where} missing"
+                continue
+            value = node["inputs"][input_name]
+            if isinstance(value, list):
+                source = prompt[value[0]]
+                assert classes[source["class_type"]].RETURN_TYPES[value[1]] == kind, where
+            else:
+                assert is_widget(kind), f"{where}: a {kind} input needs a link"
+                # Model names are checked against a models folder holding the released files' names.
+                assert value_problems(kind, options, value) == [], where
+
+
+@pytest.mark.parametrize("name", names(api_files()))
+def test_workflow_defaults_are_the_release_settings(name):
+    prompt = load_json(API_WORKFLOWS / name)
+    (sampler,) = [prompt[i]["inputs"] for i in nodes_of(prompt, "HotshotXLSampler")]
+    (save,) = [prompt[i]["inputs"] for i in nodes_of(prompt, "HotshotXLSaveVideo")]
+    assert (sampler["steps"], sampler["scheduler"], save["fps"]) == (30, "euler_a", 8.0)
+    if "long_video" in name:
+        assert (sampler["width"], sampler["height"], sampler["frames"]) == (1280, 720, 80)
+        assert nodes_of(prompt, "HotshotXLContextOptions")
+    else:
+        assert (sampler["width"], sampler["height"]) in RELEASE_SIZES and sampler["frames"] == 8
+
+
+def shrink(prompt: dict) -> dict:
+    """The workflow at test size: tiny sizes and steps, fp32, tiny configs and tokenizers for single files."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "HotshotXLSampler":
+            inputs.update(TINY)
+        if "dtype" in inputs:
+            inputs["dtype"] = "fp32"
+        if node["class_type"] == "HotshotXLCheckpointLoader":
+            inputs["configs"] = "Hotshot-XL"  # the tiny folder: the tiny single file's configs and tokenizers
+        if node["class_type"] == "HotshotXLContextOptions":
+            inputs["length"] = min(inputs["length"], 3)
+            inputs["overlap"] = min(inputs["overlap"], 1)
+    return prompt
+
+
+@pytest.mark.parametrize("name", names(api_files()))
+def test_api_workflow_runs_and_matches_the_headless_pipeline(classes, headless, host_env, name):
+    prompt = shrink(load_json(API_WORKFLOWS / name))
+    outputs, ui = run_api(prompt, classes)
+
+    (encode_id,) = nodes_of(prompt, "HotshotXLTextEncode")
+    (sampler_id,) = nodes_of(prompt, "HotshotXLSampler")
+    (decode_id,) = nodes_of(prompt, "HotshotXLDecode")
+    (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
+    text, sampler, decode = (prompt[i]["inputs"] for i in (encode_id, sampler_id, decode_id))
+    conditions = headless.encode(text["prompt"], text["negative_prompt"],
+                                 (text["original_width"], text["original_height"]),
+                                 (text["target_width"], text["target_height"]))
+    context = None
+    if "context_options" in sampler:
+        context = outputs[sampler["context_options"][0]][0]
+    settings = Settings(width=sampler["width"], height=sampler["height"], frames=sampler["frames"],
+                        steps=sampler["steps"], guidance=sampler["cfg"], seed=sampler["seed"],
+                        scheduler=sampler["scheduler"], context=context)
+    expected = headless.decode(headless.sample(conditions, settings), decode["frames_per_chunk"], decode["tiled"])
+
+    (images,) = outputs[decode_id]
+    assert images.shape == (TINY["frames"], TINY["height"], TINY["width"], 3)
+    assert (images - expected).abs().max() < FRAME_TOLERANCE
+    assert images.std() > 0.01  # not a blank video
+
+    (shown,) = ui[save_id]["images"]
+    file = host_env / shown["subfolder"] / shown["filename"]
+    frames, fps = read_video(file)
+    assert frames.shape == (TINY["frames"], TINY["height"], TINY["width"], 3)
+    assert fps == Fraction(prompt[save_id]["inputs"]["fps"])
+    assert (frames.float() / 255 - images).abs().mean() < 0.1
+    assert [p for p in host_env.rglob("*") if p.is_file()] == [file]
+    assert torch.isfinite(images).all()
