@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO_ROOT / "workflows"
 API_WORKFLOWS = WORKFLOWS / "api"
 
+TINY = dict(width=64, height=64, steps=2, frames=4)  # workflow settings small enough for the tiny model on a CPU
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 EDITOR_KEYS = {"last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"}
 
@@ -143,3 +144,23 @@ def function_parameters(cls) -> inspect.Signature:
 
 def nodes_of(prompt: dict, class_type: str) -> list[str]:
     return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
+
+
+def shrink(prompt: dict, configs: str, names: dict | None = None) -> dict:
+    """A workflow at test size: tiny sizes and steps, fp32; `configs` (the tiny model folder's name)
+    gives single files their configs and tokenizers; `names` replaces model names."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        for key, value in inputs.items():
+            if isinstance(value, str) and names and value in names:
+                inputs[key] = names[value]
+        if node["class_type"] == "HotshotXLSampler":
+            inputs.update(TINY)
+        if "dtype" in inputs:
+            inputs["dtype"] = "fp32"
+        if node["class_type"] == "HotshotXLCheckpointLoader":
+            inputs["configs"] = configs
+        if node["class_type"] == "HotshotXLContextOptions":
+            inputs["length"] = min(inputs["length"], 3)
+            inputs["overlap"] = min(inputs["overlap"], 1)
+    return prompt

@@ -87,3 +87,223 @@ def test_harness_round_trip_with_core_nodes(comfy):
 #   failures: history_messages(entry, "execution_error") -> node_type, exception_type, exception_message
 #   cancel:   comfy.interrupt(prompt_id) -> history_messages(entry, "execution_interrupted")
 # ------------------------------------------------------------------------------------------------
+
+# ---- Hotshot-XL nodes inside ComfyUI --------------------------------------------------------------
+# The tiny fixtures are linked into models/ under their own names; the shipped workflows use the
+# released files' names, replaced by these. The SDXL single file is also put in animatediff_models,
+# so that picking it as temporal layers reaches the node (ComfyUI itself refuses names not listed).
+
+import json  # noqa: E402
+import time  # noqa: E402
+from fractions import Fraction  # noqa: E402
+
+import torch  # noqa: E402
+
+from model.video import read_video  # noqa: E402
+from tests.conftest import FIXTURES  # noqa: E402
+from tests.pack_graph import API_WORKFLOWS, TINY, api_files, input_specs, load_json, nodes_of, shrink  # noqa: E402
+
+TINY_FOLDER = FIXTURES / "hotshot-xl-tiny"
+TEMPORAL = FIXTURES / "hsxl_temporal_layers_tiny.safetensors"
+SINGLE_FILE = FIXTURES / "sdxl-tiny-single-file.safetensors"
+HOST_MODELS.update({"diffusers": [TINY_FOLDER], "checkpoints": [SINGLE_FILE],
+                    "animatediff_models": [TEMPORAL, SINGLE_FILE]})
+TINY_NAMES = {"Hotshot-XL": TINY_FOLDER.name, "sd_xl_base_1.0.safetensors": SINGLE_FILE.name,
+              "hsxl_temporal_layers.safetensors": TEMPORAL.name}
+WITH_PREVIEWS = {"preview_method": "auto"}  # as the editor asks: Latent2RGB previews of each step
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sdxl_vae_model(tmp_path_factory):
+    """A model folder like the tiny one but with a full-size SDXL VAE (random weights), which ComfyUI's
+    own VAE Loader can also load (it only knows SDXL's real VAE shape): for the LATENT round trips."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    from model.sdxl_configs import shipped_config
+
+    folder = tmp_path_factory.mktemp("sdxl_vae") / "hotshot-xl-tiny-sdxl-vae"
+    folder.mkdir()
+    for item in TINY_FOLDER.iterdir():
+        if item.name != "vae":
+            (folder / item.name).symlink_to(item, target_is_directory=item.is_dir())
+    (folder / "vae").mkdir()
+    config = shipped_config("vae")
+    (folder / "vae" / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_config(config)
+    vae_file = folder.parent / "sdxl_vae_random.safetensors"  # the harness links files by their own name
+    save_file({k: v.half().contiguous() for k, v in vae.state_dict().items()}, str(vae_file))
+    del vae
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").symlink_to(vae_file)
+    HOST_MODELS.update({"vae": [vae_file]})
+    HOST_MODELS["diffusers"] = [TINY_FOLDER, folder]
+    return folder
+
+
+def saved_file(comfy, entry, node_id):
+    (shown,) = entry["outputs"][node_id]["images"]
+    assert shown["type"] == "output"
+    return comfy.output_dir / shown["subfolder"] / shown["filename"]
+
+
+def succeeded(entry):
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    return entry
+
+
+def tiny_graph():
+    """The model-folder workflow at test size on the tiny model."""
+    return shrink(load_json(API_WORKFLOWS / "hotshot_xl_text_to_video.json"), configs=TINY_FOLDER.name,
+                  names=TINY_NAMES)
+
+
+def test_object_info_lists_each_node_with_its_inputs(object_info, pack):
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        info = object_info[name]
+        assert info["category"] == "Hotshot-XL" and info["description"] == cls.DESCRIPTION
+        assert info["output"] == list(cls.RETURN_TYPES) and info["output_node"] == bool(getattr(cls, "OUTPUT_NODE", False))
+        for section in ("required", "optional"):
+            declared = [spec[0] for spec in input_specs(cls) if spec[3] == (section == "required")]
+            assert list(info["input"].get(section, {})) == declared, (name, section)
+            assert info.get("input_order", {}).get(section, declared) == declared
+    # Model lists come from ComfyUI's folders, including the two the pack registers.
+    inputs = {name: object_info[name]["input"] for name in pack.NODE_CLASS_MAPPINGS}
+    assert inputs["HotshotXLModelLoader"]["required"]["model_name"][0] == sorted(
+        [TINY_FOLDER.name, "hotshot-xl-tiny-sdxl-vae"], key=str.lower)
+    loader = inputs["HotshotXLCheckpointLoader"]
+    assert loader["required"]["ckpt_name"][0] == [SINGLE_FILE.name]
+    assert loader["required"]["temporal_layers"][0] == sorted([TEMPORAL.name, SINGLE_FILE.name], key=str.lower)
+    assert loader["optional"]["configs"][0][0] == "default"
+    assert inputs["HotshotXLSampler"]["required"]["seed"][1]["control_after_generate"] is True
+
+
+@pytest.mark.parametrize("name", [path.name for path in api_files()])
+def test_shipped_workflow_runs_in_comfyui(comfy, name):
+    prompt = shrink(load_json(API_WORKFLOWS / name), configs=TINY_FOLDER.name, names=TINY_NAMES)
+    (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
+    started = time.monotonic()
+    entry = succeeded(comfy.wait(comfy.queue(prompt, extra_data=WITH_PREVIEWS), timeout=300))
+    assert time.monotonic() - started < 300
+    ui = entry["outputs"][save_id]
+    assert ui["animated"] == [True]  # mp4: the editor plays it in a video element
+    file = saved_file(comfy, entry, save_id)
+    assert file.suffix == ".mp4" and file.parent.is_relative_to(comfy.output_dir)
+    frames, fps = read_video(file)
+    assert frames.shape == (TINY["frames"], TINY["height"], TINY["width"], 3)
+    assert fps == Fraction(8) and frames.float().std() > 2  # not blank
+    assert not list(comfy.output_dir.rglob("*.part"))
+
+
+def test_bad_input_is_reported_and_comfyui_keeps_running(comfy):
+    # Out of the declared range: ComfyUI refuses the prompt itself, naming the input.
+    prompt = tiny_graph()
+    (sampler,) = nodes_of(prompt, "HotshotXLSampler")
+    prompt[sampler]["inputs"]["width"] = 8
+    with pytest.raises(PromptRejected) as rejected:
+        comfy.queue(prompt)
+    (error,) = rejected.value.node_errors[sampler]["errors"]
+    assert error["extra_info"]["input_name"] == "width"
+
+    # In range but not a multiple of 8: the node's own check, as an execution error naming the input.
+    prompt[sampler]["inputs"]["width"] = 100
+    entry = comfy.wait(comfy.queue(prompt), timeout=300)
+    assert entry["status"]["status_str"] == "error"
+    (failure,) = history_messages(entry, "execution_error")
+    assert failure["node_type"] == "HotshotXLSampler" and failure["node_id"] == sampler
+    assert failure["exception_message"].startswith("width: must be a positive multiple of 8, got 100")
+
+    # A file that is not temporal layers, picked as temporal layers.
+    checkpoint_prompt = shrink(load_json(API_WORKFLOWS / "hotshot_xl_sdxl_checkpoint_text_to_video.json"),
+                               configs=TINY_FOLDER.name, names=TINY_NAMES)
+    (loader,) = nodes_of(checkpoint_prompt, "HotshotXLCheckpointLoader")
+    checkpoint_prompt[loader]["inputs"]["temporal_layers"] = SINGLE_FILE.name
+    entry = comfy.wait(comfy.queue(checkpoint_prompt), timeout=300)
+    (failure,) = history_messages(entry, "execution_error")
+    assert failure["node_type"] == "HotshotXLCheckpointLoader"
+    assert failure["exception_message"].startswith("temporal_layers: ")
+    assert "expected Hotshot-XL temporal layers" in failure["exception_message"]
+    assert "SDXL single-file checkpoint" in failure["exception_message"]
+
+    # The server is fine: the same graph with a good width runs.
+    prompt[sampler]["inputs"]["width"] = 64
+    succeeded(comfy.wait(comfy.queue(prompt), timeout=300))
+
+
+def test_cancel_stops_sampling_between_steps(comfy):
+    prompt = tiny_graph()
+    (sampler,) = nodes_of(prompt, "HotshotXLSampler")
+    (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
+    prompt[save_id]["inputs"]["filename_prefix"] = "cancel/video"
+    # Load and encode once, so the cancelled run goes straight to sampling (ComfyUI caches the rest).
+    prompt[sampler]["inputs"]["steps"] = 1
+    succeeded(comfy.wait(comfy.queue(prompt), timeout=300))
+    before = sorted(comfy.output_dir.rglob("*"))
+
+    prompt[sampler]["inputs"]["steps"] = 1000
+    prompt_id = comfy.queue(prompt, extra_data=WITH_PREVIEWS)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        running = comfy.get_json("/queue")["queue_running"]
+        if any(item[1] == prompt_id for item in running):
+            break
+        time.sleep(0.1)
+    time.sleep(3)  # a few steps in
+    started = time.monotonic()
+    comfy.interrupt(prompt_id)
+    entry = comfy.wait(prompt_id, timeout=120)
+    assert time.monotonic() - started < 60  # stopped between steps, not after 1000 of them
+    (stopped,) = history_messages(entry, "execution_interrupted")
+    assert stopped["node_type"] == "HotshotXLSampler"
+    assert sorted(comfy.output_dir.rglob("*")) == before  # nothing written, nothing partial
+
+    prompt[sampler]["inputs"]["steps"] = 2
+    succeeded(comfy.wait(comfy.queue(prompt), timeout=300))
+
+
+def test_images_and_latents_work_with_core_nodes(comfy, sdxl_vae_model):
+    """Our IMAGE into ComfyUI's video nodes; our LATENT into ComfyUI's VAE Decode and back."""
+    prompt = shrink(load_json(API_WORKFLOWS / "hotshot_xl_text_to_video.json"), configs=TINY_FOLDER.name,
+                    names={"Hotshot-XL": sdxl_vae_model.name})
+    (sampler,) = nodes_of(prompt, "HotshotXLSampler")
+    (decode,) = nodes_of(prompt, "HotshotXLDecode")
+    (loader,) = nodes_of(prompt, "HotshotXLModelLoader")
+    prompt.update({
+        "20": {"class_type": "VAELoader", "inputs": {"vae_name": "sdxl_vae_random.safetensors"}},
+        "21": {"class_type": "VAEDecode", "inputs": {"samples": [sampler, 0], "vae": ["20", 0]}},
+        "22": {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "core/frame"}},
+        "23": {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": "ours/frame"}},
+        "24": {"class_type": "CreateVideo", "inputs": {"images": [decode, 0], "fps": 8.0}},
+        "25": {"class_type": "SaveVideo", "inputs": {"video": ["24", 0], "filename_prefix": "core/video",
+                                                     "format": "mp4", "codec": "h264"}},
+        "26": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": [decode, 0], "filename_prefix": "core/anim",
+                                                            "fps": 8.0, "lossless": True, "quality": 100,
+                                                            "method": "default"}},
+        # ComfyUI's VAE Encode gives a LATENT our Decode reads: an image round trip through both.
+        "27": {"class_type": "VAEEncode", "inputs": {"pixels": ["21", 0], "vae": ["20", 0]}},
+        "28": {"class_type": "HotshotXLDecode", "inputs": {"model": [loader, 0], "samples": ["27", 0],
+                                                           "frames_per_chunk": 4, "tiled": False}},
+        "29": {"class_type": "VAEDecode", "inputs": {"samples": ["27", 0], "vae": ["20", 0]}},
+        "30": {"class_type": "SaveImage", "inputs": {"images": ["28", 0], "filename_prefix": "ours_from_core/frame"}},
+        "31": {"class_type": "SaveImage", "inputs": {"images": ["29", 0], "filename_prefix": "core_from_core/frame"}},
+    })
+    entry = succeeded(comfy.wait(comfy.queue(prompt), timeout=300))
+    # ComfyUI runs the valid outputs of a partly invalid graph: make sure none was left out.
+    assert {"22", "23", "25", "26", "30", "31"} <= set(entry["outputs"]), comfy.log_tail()
+
+    def frames_of(node_id):
+        from PIL import Image
+        import numpy as np
+
+        files = [comfy.output_dir / i["subfolder"] / i["filename"] for i in entry["outputs"][node_id]["images"]]
+        return torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])).float() / 255
+
+    ours, core = frames_of("23"), frames_of("22")
+    assert ours.shape == core.shape == (TINY["frames"], TINY["height"], TINY["width"], 3)
+    assert ours.std() > 0.02  # a real picture, not all clipped
+    assert (ours - core).abs().max() <= 2 / 255  # same latents, same VAE: same frames (8-bit PNG rounding)
+    assert (frames_of("30") - frames_of("31")).abs().max() <= 2 / 255
+    video, fps = read_video(saved_file(comfy, entry, "25"))
+    assert video.shape[0] == TINY["frames"] and fps == Fraction(8)
+    animation, _ = read_video(saved_file(comfy, entry, "26"))
+    assert (animation.float() / 255 - ours).abs().max() <= 2 / 255

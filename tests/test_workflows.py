@@ -8,8 +8,8 @@ import torch
 
 from model.pipeline import Settings, load_pipeline
 from model.video import read_video
-from tests.pack_graph import (API_WORKFLOWS, EDITOR_KEYS, WORKFLOWS, api_files, editor_files, editor_to_api,
-                              input_specs, is_widget, load_json, nodes_of, run_api, value_problems)
+from tests.pack_graph import (API_WORKFLOWS, EDITOR_KEYS, TINY, WORKFLOWS, api_files, editor_files, editor_to_api,
+                              input_specs, is_widget, load_json, nodes_of, run_api, shrink, value_problems)
 
 # The model names the shipped workflows use (the released files' own names), and the fixtures they
 # stand for in these tests.
@@ -19,7 +19,6 @@ RELEASE_NAMES = {
     ("animatediff_models", "hsxl_temporal_layers.safetensors"): "hsxl_temporal_layers_tiny.safetensors",
 }
 RELEASE_SIZES = {(672, 384), (512, 512)}
-TINY = dict(width=64, height=64, steps=2, frames=4)
 FRAME_TOLERANCE = 1e-4
 
 
@@ -129,25 +128,9 @@ def test_workflow_defaults_are_the_release_settings(name):
         assert (sampler["width"], sampler["height"]) in RELEASE_SIZES and sampler["frames"] == 8
 
 
-def shrink(prompt: dict) -> dict:
-    """The workflow at test size: tiny sizes and steps, fp32, tiny configs and tokenizers for single files."""
-    for node in prompt.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "HotshotXLSampler":
-            inputs.update(TINY)
-        if "dtype" in inputs:
-            inputs["dtype"] = "fp32"
-        if node["class_type"] == "HotshotXLCheckpointLoader":
-            inputs["configs"] = "Hotshot-XL"  # the tiny folder: the tiny single file's configs and tokenizers
-        if node["class_type"] == "HotshotXLContextOptions":
-            inputs["length"] = min(inputs["length"], 3)
-            inputs["overlap"] = min(inputs["overlap"], 1)
-    return prompt
-
-
 @pytest.mark.parametrize("name", names(api_files()))
 def test_api_workflow_runs_and_matches_the_headless_pipeline(classes, headless, host_env, name):
-    prompt = shrink(load_json(API_WORKFLOWS / name))
+    prompt = shrink(load_json(API_WORKFLOWS / name), configs="Hotshot-XL")
     outputs, ui = run_api(prompt, classes)
 
     (encode_id,) = nodes_of(prompt, "HotshotXLTextEncode")
