@@ -6,7 +6,7 @@ is the host) and nothing else: no weights, no threads, no torch/diffusers import
 
 from . import host
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
-from .sampling import HotshotXLSampler, HotshotXLTextEncode
+from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLTextEncode
 from .video import HotshotXLDecode, HotshotXLSaveVideo
 
 host.register_model_folders()
@@ -18,6 +18,7 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLSampler": HotshotXLSampler,
     "HotshotXLDecode": HotshotXLDecode,
     "HotshotXLSaveVideo": HotshotXLSaveVideo,
+    "HotshotXLContextOptions": HotshotXLContextOptions,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -27,4 +28,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLSampler": "Hotshot-XL Sampler",
     "HotshotXLDecode": "Hotshot-XL Decode",
     "HotshotXLSaveVideo": "Hotshot-XL Save Video",
+    "HotshotXLContextOptions": "Hotshot-XL Context Options",
 }

@@ -20,8 +20,14 @@ LATENT_CHANNELS = 4
 SCHEDULER_NAMES = ["euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm"]
 DEFAULT_SCHEDULER = "euler_a"
 
+# model/context.py's choices, named here for the same reason (tests check that they agree).
+CONTEXT_LENGTH_MAX = 24
+CONTEXT_SCHEDULES = ["uniform", "static"]
+CONTEXT_WEIGHTINGS = ["pyramid", "flat"]
+NOISE_TYPES = ["independent", "freenoise"]
+
 # Settings fields -> the sampler inputs that set them, for error messages in the node's terms.
-_INPUT_OF = {"guidance": "cfg"}
+_INPUT_OF = {"guidance": "cfg", "context": "context_options"}
 
 MAX_SIZE = 4096
 MAX_FRAMES = 4096
@@ -139,9 +145,10 @@ class HotshotXLSampler:
                                                            "release's; lcm is for LCM-distilled weights (4-8 steps, "
                                                            "cfg 1-2)."}),
                 "frames": ("INT", {"default": 8, "min": 1, "max": MAX_FRAMES,
-                                   "tooltip": "Number of video frames. Hotshot-XL was trained on 8 frames at 8 fps; "
-                                              "the temporal layers reach at most 24 frames, so longer videos need "
-                                              "context options."}),
+                                   "tooltip": "Number of video frames. Hotshot-XL was trained on 8 frames at 8 fps. "
+                                              "The temporal layers see at most 24 frames at once: longer videos are "
+                                              "sampled in overlapping windows (default ones unless context options "
+                                              "are connected)."}),
                 "width": ("INT", {"default": 672, **size, "tooltip": "Video width in pixels, a multiple of 8. The "
                                                                      "trained sizes are about 512x512 in area: "
                                                                      "672x384, 512x512, 384x672, ..."}),
@@ -149,8 +156,11 @@ class HotshotXLSampler:
             },
             "optional": {
                 "context_options": (CONTEXT_OPTIONS, {"tooltip": "Optional: sample in overlapping windows of frames "
-                                                                 "(from Hotshot-XL Context Options), for videos "
-                                                                 "longer than the temporal layers reach."}),
+                                                                 "(from Hotshot-XL Context Options), for long videos."}),
+                "noise": (NOISE_TYPES, {"default": "independent",
+                                        "tooltip": "Initial noise. independent: a fresh draw for every frame, as the "
+                                                   "release. freenoise: the first window's noise reused, shuffled, "
+                                                   "along the video, for long videos that stay more consistent."}),
             },
         }
 
@@ -163,7 +173,8 @@ class HotshotXLSampler:
     DESCRIPTION = ("Generates a video latent from noise with Hotshot-XL: classifier-free guidance over the "
                    "chosen scheduler, with progress, Cancel between steps, and a preview of the middle frame.")
 
-    def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None):
+    def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
+               noise="independent"):
         from ..model.context import ContextOptions
         from ..model.pipeline import Settings
         from ..model.sampling import Conditions
@@ -174,19 +185,14 @@ class HotshotXLSampler:
             raise InputError("context_options", f"expected Hotshot-XL context options, got "
                              f"{type(context_options).__name__}")
         settings = Settings(width=width, height=height, frames=frames, steps=steps, guidance=cfg, seed=seed,
-                            scheduler=scheduler, context=context_options)
+                            scheduler=scheduler, context=context_options, noise=noise)
         try:
             settings.check()
         except InputError as error:
             raise InputError(_INPUT_OF.get(error.name, error.name), error.problem) from None
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 0xFFFFFFFFFFFFFFFF:
             raise InputError("seed", f"must be a whole number from 0 to 2^64-1, got {seed!r}")
-        unet_config = model.pipeline.unet.config
-        reach = unet_config.temporal_max_frames
-        if context_options is None and frames > reach:
-            raise InputError("frames", f"{frames} frames is more than the temporal layers reach ({reach}); "
-                             "connect Hotshot-XL Context Options to sample longer videos in windows")
-        width_needed = unet_config.cross_attention_dim
+        width_needed = model.pipeline.unet.config.cross_attention_dim
         if conditioning.positive.context.shape[-1] != width_needed:
             raise InputError("conditioning", f"was encoded by a different model (text states of width "
                              f"{conditioning.positive.context.shape[-1]}, this UNet takes {width_needed})")
@@ -200,7 +206,52 @@ class HotshotXLSampler:
 def _activation_bytes(settings, unet) -> int:
     """A rough bound on sampling memory beyond the weights, for ComfyUI to free room: the widest
     activations (1280 channels at 1/8 scale) for both guidance halves, a few held at once."""
-    window = settings.frames if settings.context is None else min(settings.frames, settings.context.length)
+    length = CONTEXT_LENGTH_MAX if settings.context is None else settings.context.length
+    window = min(settings.frames, length)
     halves = 2 if settings.guidance > 1 else 1
     element = unet.module.dtype.itemsize if hasattr(unet.module, "dtype") else 4
     return halves * window * (settings.height // 8) * (settings.width // 8) * 1280 * element * 8
+
+
+class HotshotXLContextOptions:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "length": ("INT", {"default": 8, "min": 1, "max": CONTEXT_LENGTH_MAX,
+                                   "tooltip": "Frames per window, at most 24 (the positions the temporal layers "
+                                              "know); Hotshot-XL was trained on 8."}),
+                "overlap": ("INT", {"default": 4, "min": 0, "max": CONTEXT_LENGTH_MAX - 1,
+                                    "tooltip": "Frames shared by neighbouring windows, less than the length. More "
+                                               "overlap blends windows more smoothly and costs more steps."}),
+                "stride": ("INT", {"default": 1, "min": 1, "max": 64,
+                                   "tooltip": "Largest spacing between a window's frames, a power of two. 1: windows "
+                                              "of consecutive frames; 2, 4, ...: also windows of every 2nd, 4th, ... "
+                                              "frame, which tie distant frames together."}),
+                "schedule": (CONTEXT_SCHEDULES, {"default": "uniform",
+                                                 "tooltip": "uniform: windows shift a little from step to step, so no "
+                                                            "seam stays on the same frames; static: the same windows "
+                                                            "at every step."}),
+                "weighting": (CONTEXT_WEIGHTINGS, {"default": "pyramid",
+                                                   "tooltip": "How overlapping windows are blended. pyramid: a frame "
+                                                              "counts most in the windows where it is near the middle; "
+                                                              "flat: all windows count the same."}),
+                "loop": ("BOOLEAN", {"default": False,
+                                     "tooltip": "Windows wrap around the end, so the video loops without a jump."}),
+            }
+        }
+
+    RETURN_TYPES = (CONTEXT_OPTIONS,)
+    RETURN_NAMES = ("context_options",)
+    OUTPUT_TOOLTIPS = ("Context windows for the Hotshot-XL Sampler.",)
+    FUNCTION = "options"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Long videos: the sampler denoises overlapping windows of frames, each within the temporal "
+                   "layers' reach, and blends them, so videos can be far longer than 24 frames with memory bounded "
+                   "by the window.")
+
+    def options(self, length, overlap, stride, schedule, weighting, loop):
+        from ..model.context import ContextOptions
+
+        return (ContextOptions(length=length, overlap=overlap, stride=stride, schedule=schedule,
+                               weighting=weighting, loop=loop),)  # InputError naming the field if invalid

@@ -8,6 +8,7 @@ from .sampling import from_comfy_latent
 from ..model.errors import InputError
 
 FORMATS = ["mp4", "webm", "gif", "webp"]
+TILING = ["auto", "on", "off"]  # model/decode.py's VAE_TILING
 # How the editor shows each format on the node: a video element for mp4/webm, an image element for
 # animated WebP (flagged animated) and GIF (not flagged: the editor would put it in a video element,
 # which cannot play GIF; an image element animates it by itself).
@@ -24,8 +25,9 @@ class HotshotXLDecode:
                                                   "or any SDXL LATENT."}),
                 "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256,
                                              "tooltip": "Frames the VAE decodes at once: fewer need less memory."}),
-                "tiled": ("BOOLEAN", {"default": False, "tooltip": "Also split each frame into overlapping tiles, "
-                                                                   "for large sizes on little memory."}),
+                "tiling": (TILING, {"default": "auto", "tooltip": "Decode each frame in overlapping tiles, which needs "
+                                                                  "far less memory for large frames. auto: above "
+                                                                  "768x768 pixels (e.g. for 1280x720)."}),
             }
         }
 
@@ -37,13 +39,15 @@ class HotshotXLDecode:
     CATEGORY = CATEGORY
     DESCRIPTION = "Decodes video latents into frames with the model's SDXL VAE, a few frames at a time."
 
-    def decode(self, model, samples, frames_per_chunk, tiled):
+    def decode(self, model, samples, frames_per_chunk, tiling):
         if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
             raise InputError("frames_per_chunk", f"must be a positive whole number, got {frames_per_chunk!r}")
+        if tiling not in TILING:
+            raise InputError("tiling", f"must be one of {', '.join(TILING)}, got {tiling!r}")
         latents = from_comfy_latent(samples, model.latent_scale)
         report = host.progress(latents.shape[2])
         host.load(model.vae)
-        frames = model.pipeline.decode(latents, frames_per_chunk, bool(tiled), callback=report)
+        frames = model.pipeline.decode(latents, frames_per_chunk, tiling, callback=report)
         return (frames.to(host.intermediate_device()),)
 
 

@@ -282,7 +282,7 @@ def test_images_and_latents_work_with_core_nodes(comfy, sdxl_vae_model):
         # ComfyUI's VAE Encode gives a LATENT our Decode reads: an image round trip through both.
         "27": {"class_type": "VAEEncode", "inputs": {"pixels": ["21", 0], "vae": ["20", 0]}},
         "28": {"class_type": "HotshotXLDecode", "inputs": {"model": [loader, 0], "samples": ["27", 0],
-                                                           "frames_per_chunk": 4, "tiled": False}},
+                                                           "frames_per_chunk": 4, "tiling": "auto"}},
         "29": {"class_type": "VAEDecode", "inputs": {"samples": ["27", 0], "vae": ["20", 0]}},
         "30": {"class_type": "SaveImage", "inputs": {"images": ["28", 0], "filename_prefix": "ours_from_core/frame"}},
         "31": {"class_type": "SaveImage", "inputs": {"images": ["29", 0], "filename_prefix": "core_from_core/frame"}},

@@ -142,11 +142,22 @@ def test_file_lists_are_empty_without_a_models_folder(nodes, monkeypatch):
     assert input_specs(nodes["HotshotXLModelLoader"])[0][1] == []
 
 
-def test_sampler_offers_exactly_the_library_schedulers(nodes):
-    options = {name: (kind, opts) for name, kind, opts, _ in input_specs(nodes["HotshotXLSampler"])}
-    kind, opts = options["scheduler"]
+def test_option_lists_are_exactly_the_library_choices(nodes):
+    """The nodes name the library's choices without importing it (cheap option lists): they must agree."""
+    from model import context, decode
+
+    sampler = {name: (kind, opts) for name, kind, opts, _ in input_specs(nodes["HotshotXLSampler"])}
+    kind, opts = sampler["scheduler"]
     assert kind == list(SCHEDULERS) and opts["default"] == "euler_a"
-    assert opts and options["seed"][1]["control_after_generate"] is True
+    assert sampler["noise"][0] == list(context.NOISE_TYPES)
+    assert sampler["seed"][1]["control_after_generate"] is True
+    options = {name: (kind, opts) for name, kind, opts, _ in input_specs(nodes["HotshotXLContextOptions"])}
+    assert options["schedule"][0] == list(context.SCHEDULES)
+    assert options["weighting"][0] == list(context.WEIGHTINGS)
+    assert options["length"][1]["max"] == context.MAX_LENGTH
+    defaults = {name: opts["default"] for name, (_, opts) in options.items()}
+    assert context.ContextOptions(**defaults) == context.ContextOptions()  # the node's defaults are the library's
+    assert input_specs(nodes["HotshotXLDecode"])[3][1] == list(decode.VAE_TILING)
 
 
 def test_importing_and_listing_nodes_loads_no_heavy_library(tmp_path):
@@ -225,7 +236,7 @@ def test_node_chain_reproduces_the_original_implementation(nodes, tiny, golden):
                     case["video_length"], case["width"], case["height"])
     frames = case["video_length"]
     assert latent["samples"].shape == (frames, 4, case["height"] // 8, case["width"] // 8)
-    (images,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 4, False)
+    (images,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 4, "off")
     assert images.shape == expected.shape and images.dtype == torch.float32 and images.device.type == "cpu"
     assert (images - expected).abs().max() < GOLDEN_TOLERANCE
 
@@ -235,10 +246,10 @@ def test_node_chain_reproduces_the_original_implementation(nodes, tiny, golden):
     direct = (direct / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
     assert (direct - images[:2]).abs().max() < 1e-4
     # Frame chunking does not change the frames; 5-D latents (1, 4, frames, h, w) are accepted too.
-    (one_by_one,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 1, False)
+    (one_by_one,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 1, "off")
     assert (one_by_one - images).abs().max() < 1e-5
     video = {"samples": latent["samples"].transpose(0, 1).unsqueeze(0)}
-    (from_5d,) = nodes["HotshotXLDecode"]().decode(tiny, video, 4, False)
+    (from_5d,) = nodes["HotshotXLDecode"]().decode(tiny, video, 4, "auto")
     assert torch.equal(from_5d, images)
 
 
@@ -255,7 +266,7 @@ def test_text_encode_keeps_empty_and_long_prompts(nodes, tiny):
     ("width", 100, r"^width: must be a positive multiple of 8"),
     ("height", 0, r"^height: must be a positive multiple of 8"),
     ("frames", 0, r"^frames: must be a positive whole number"),
-    ("frames", 25, r"^frames: 25 frames is more than the temporal layers reach \(24\)"),
+    ("noise", "pink", r"^noise: unknown noise 'pink'"),
     ("steps", 0, r"^steps: must be a positive whole number"),
     ("cfg", -1.0, r"^cfg: must be zero or more"),
     ("scheduler", "heun", r"^scheduler: unknown scheduler 'heun'"),
@@ -264,7 +275,7 @@ def test_text_encode_keeps_empty_and_long_prompts(nodes, tiny):
 def test_bad_sampler_inputs_name_the_input(pack, nodes, tiny, field, value, message):
     InputError = submodule(pack, "model.errors").InputError
     conditioning = encode(nodes, tiny)
-    settings = dict(seed=1, steps=1, cfg=5.0, scheduler="euler_a", frames=2, width=64, height=64)
+    settings = dict(seed=1, steps=1, cfg=5.0, scheduler="euler_a", frames=2, width=64, height=64, noise="independent")
     settings[field] = value
     with pytest.raises(InputError, match=message):
         sample(nodes, tiny, conditioning, **settings)
@@ -280,13 +291,15 @@ def test_wrong_links_are_refused_with_the_input_named(pack, nodes, tiny):
         sample(nodes, tiny, conditioning)
     decode = nodes["HotshotXLDecode"]()
     with pytest.raises(InputError, match=r"^samples: expected SDXL latents with 4 channels, got 16"):
-        decode.decode(tiny, {"samples": torch.zeros(2, 16, 8, 8)}, 4, False)
+        decode.decode(tiny, {"samples": torch.zeros(2, 16, 8, 8)}, 4, "auto")
     with pytest.raises(InputError, match=r"^samples: expected video latents as a batch of frames"):
-        decode.decode(tiny, {"samples": torch.zeros(4, 8, 8)}, 4, False)
+        decode.decode(tiny, {"samples": torch.zeros(4, 8, 8)}, 4, "auto")
     with pytest.raises(InputError, match=r"^samples: expected a LATENT"):
-        decode.decode(tiny, torch.zeros(2, 4, 8, 8), 4, False)
+        decode.decode(tiny, torch.zeros(2, 4, 8, 8), 4, "auto")
     with pytest.raises(InputError, match=r"^frames_per_chunk: must be a positive whole number"):
-        decode.decode(tiny, {"samples": torch.zeros(2, 4, 8, 8)}, 0, False)
+        decode.decode(tiny, {"samples": torch.zeros(2, 4, 8, 8)}, 0, "auto")
+    with pytest.raises(InputError, match=r"^tiling: must be one of auto, on, off"):
+        decode.decode(tiny, {"samples": torch.zeros(2, 4, 8, 8)}, 4, True)
 
 
 def test_interrupted_sampling_stops_between_steps(pack, nodes, tiny, monkeypatch, host_env):
@@ -309,6 +322,36 @@ def test_interrupted_sampling_stops_between_steps(pack, nodes, tiny, monkeypatch
         sample(nodes, tiny, encode(nodes, tiny), steps=30)
     assert calls == [(0, 30), (1, 30)]
     assert not host_env.exists() or not any(host_env.rglob("*"))
+
+
+def test_context_options_node_gives_the_library_options(pack, nodes, tiny):
+    context = submodule(pack, "model.context")
+    InputError = submodule(pack, "model.errors").InputError
+    node = nodes["HotshotXLContextOptions"]()
+    (options,) = node.options(6, 2, 2, "static", "flat", True)
+    assert options == context.ContextOptions(length=6, overlap=2, stride=2, schedule="static", weighting="flat",
+                                             loop=True)
+    with pytest.raises(InputError, match=r"^overlap: must be 0 to 5"):
+        node.options(6, 6, 1, "uniform", "pyramid", False)
+    with pytest.raises(InputError, match=r"^stride: must be a power of two"):
+        node.options(8, 4, 3, "uniform", "pyramid", False)
+    with pytest.raises(InputError, match=r"^context_options: expected Hotshot-XL context options"):
+        sample(nodes, tiny, encode(nodes, tiny), context_options={"length": 8})
+
+
+def test_windows_and_freenoise_reach_the_pipeline(pack, nodes, tiny):
+    """With context options (windows of 2 frames over 4) and FreeNoise, the sampler gives what the
+    library gives for the same settings: the options are passed, not dropped."""
+    pipeline = submodule(pack, "model.pipeline")
+    (options,) = nodes["HotshotXLContextOptions"]().options(2, 1, 1, "uniform", "pyramid", False)
+    conditioning = encode(nodes, tiny)
+    settings = dict(seed=3, steps=1, frames=4)
+    latent = sample(nodes, tiny, conditioning, **settings, context_options=options, noise="freenoise")
+    expected = tiny.pipeline.sample(conditioning, pipeline.Settings(
+        width=64, height=64, guidance=5.0, **settings, context=options, noise="freenoise"))
+    assert torch.allclose(latent["samples"] * tiny.latent_scale, expected[0].transpose(0, 1), atol=1e-6)
+    plain = sample(nodes, tiny, conditioning, **settings)
+    assert not torch.allclose(plain["samples"], latent["samples"], atol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------ loaders

@@ -1,11 +1,13 @@
 """The shipped workflows: both formats agree, they only use existing nodes with valid values, and
 each API workflow runs node by node on the tiny fixture, giving the headless pipeline's frames."""
 
+import dataclasses
 from fractions import Fraction
 
 import pytest
 import torch
 
+from model.context import ContextOptions
 from model.pipeline import Settings, load_pipeline
 from model.video import read_video
 from tests.pack_graph import (API_WORKFLOWS, EDITOR_KEYS, TINY, WORKFLOWS, api_files, editor_files, editor_to_api,
@@ -142,12 +144,14 @@ def test_api_workflow_runs_and_matches_the_headless_pipeline(classes, headless, 
                                  (text["original_width"], text["original_height"]),
                                  (text["target_width"], text["target_height"]))
     context = None
-    if "context_options" in sampler:
-        context = outputs[sampler["context_options"][0]][0]
+    if "context_options" in sampler:  # the library's own options, equal to what the node made
+        context = ContextOptions(**prompt[sampler["context_options"][0]]["inputs"])
+        assert dataclasses.asdict(outputs[sampler["context_options"][0]][0]) == dataclasses.asdict(context)
     settings = Settings(width=sampler["width"], height=sampler["height"], frames=sampler["frames"],
                         steps=sampler["steps"], guidance=sampler["cfg"], seed=sampler["seed"],
-                        scheduler=sampler["scheduler"], context=context)
-    expected = headless.decode(headless.sample(conditions, settings), decode["frames_per_chunk"], decode["tiled"])
+                        scheduler=sampler["scheduler"], context=context, noise=sampler.get("noise", "independent"))
+    settings.check()
+    expected = headless.decode(headless.sample(conditions, settings), decode["frames_per_chunk"], decode["tiling"])
 
     (images,) = outputs[decode_id]
     assert images.shape == (TINY["frames"], TINY["height"], TINY["width"], 3)
