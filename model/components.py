@@ -16,7 +16,7 @@ import torch
 from .errors import ModelFileError
 from .sdxl_configs import shipped_config
 from .text import TextEncoders
-from .weights import assign_state_dict, refuse_pickle
+from .weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle
 
 
 def _quiet_transformers():
@@ -53,17 +53,18 @@ def load_vae(source: Path, dtype: torch.dtype, device: torch.device, config_fold
     source = Path(source)
     refuse_pickle(source)
     if source.is_dir():
+        # Same path as the UNet: meta-device build, weights read once in `dtype` and assigned.
         folder = source if (source / "config.json").is_file() and not (source / "vae").is_dir() else \
             _subfolder(source, "vae", "the VAE")
-        try:
-            vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
-        except (OSError, ValueError, EnvironmentError) as error:
-            raise ModelFileError(folder, f"could not load the VAE ({error})") from None
-        return vae.to(device).eval().requires_grad_(False)
-    from .single_file import read_sdxl_vae
+        config = component_config(folder.name, folder.parent)
+        state = {}
+        for file in component_weight_files(folder, prefer_half=dtype != torch.float32):
+            state.update(read_safetensors(file, dtype))
+    else:
+        from .single_file import read_sdxl_vae
 
-    config = component_config("vae", config_folder)
-    state = read_sdxl_vae(source, config, dtype)
+        config = component_config("vae", config_folder)
+        state = read_sdxl_vae(source, config, dtype)
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(config)
     return assign_state_dict(vae, state, str(source)).to(device)
