@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .context import ContextOptions
+from .context import NOISE_TYPES, ContextOptions, context_for, freenoise, windowed_predictor
 from .components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
-from .decode import decode_latents
+from .decode import VAE_TILING, decode_latents
 from .errors import InputError, ModelFileError
 from .loading import classify, load_unet
 from .precision import resolve_device, resolve_dtype
@@ -28,7 +28,14 @@ ASPECT_BUCKETS = [(320, 768), (384, 672), (416, 608), (512, 512), (608, 416), (6
 
 @dataclass
 class Settings:
-    """One generation's settings; defaults are those of the original `inference.py`."""
+    """One generation's settings; defaults are those of the original `inference.py`.
+
+    `context`: windows over the frames (see `ContextOptions`); None runs all frames in one UNet
+    pass, and switches to default windows by itself past the 24 frames the temporal layers hold.
+    `noise`: "independent" is the original's draw; "freenoise" reuses the first window's noise,
+    shuffled, along the video (windows of `context`, or default ones). `vae_tiling`: "auto" decodes
+    frames with more pixels than 768x768 in 512 px tiles (see `decode.wants_tiling`), "on" or "off".
+    """
 
     width: int = 672
     height: int = 384
@@ -42,6 +49,7 @@ class Settings:
     decode_chunk: int = 4
     context: ContextOptions | None = None  # windows over the frames; None: all frames in one pass
     noise: str = "independent"  # initial noise for long videos: see context.NOISE_TYPES
+    vae_tiling: str = "auto"  # decode frames in tiles: auto, on, off
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""
@@ -61,6 +69,12 @@ class Settings:
             size = getattr(self, name)
             if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
                 raise InputError(name, f"must be two positive whole numbers (width, height), got {size!r}")
+        if self.context is not None and not isinstance(self.context, ContextOptions):
+            raise InputError("context", f"must be ContextOptions(...) or None, got {self.context!r}")
+        if self.noise not in NOISE_TYPES:
+            raise InputError("noise", f"unknown noise {self.noise!r}; choose one of {', '.join(NOISE_TYPES)}")
+        if self.vae_tiling not in VAE_TILING:
+            raise InputError("vae_tiling", f"must be one of {', '.join(VAE_TILING)}, got {self.vae_tiling!r}")
 
 
 class HotshotXLPipeline:
@@ -82,13 +96,23 @@ class HotshotXLPipeline:
 
     def sample(self, conditions: Conditions, settings: Settings, callback: StepCallback | None = None,
                predictor=None) -> torch.Tensor:
-        """Latents (1, 4, frames, h/8, w/8), float32, on the pipeline's device."""
+        """Latents (1, 4, frames, h/8, w/8), float32, on the pipeline's device.
+
+        `predictor` replaces the guided UNet; with context windows it is called window by window.
+        """
         noise, generator = initial_noise(settings.seed, settings.frames, settings.height, settings.width)
+        context = context_for(settings.frames, settings.context, self.unet.config.temporal_max_frames)
+        if settings.noise == "freenoise":
+            window = context or ContextOptions()
+            noise = freenoise(noise, window.length, window.overlap, generator)
         scheduler = make_scheduler(settings.scheduler, self.scheduler_config)
         predict = predictor or guided_predictor(self.unet, conditions, settings.guidance)
+        if context is not None:
+            predict = windowed_predictor(predict, context)
         return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback)
 
-    def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool = False, callback=None):
+    def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool | str = False, callback=None):
+        """Frames (frames, height, width, 3) in 0..1; `tiled`: True/False or "auto"/"on"/"off"."""
         return decode_latents(self.vae, latents, frames_per_chunk, tiled, callback)
 
     def __call__(self, prompt: str, negative_prompt: str | None = "blurry", callback: StepCallback | None = None,
@@ -98,7 +122,7 @@ class HotshotXLPipeline:
         settings.check()
         conditions = self.encode(prompt, negative_prompt, settings.original_size, settings.target_size)
         latents = self.sample(conditions, settings, callback)
-        return self.decode(latents, settings.decode_chunk)
+        return self.decode(latents, settings.decode_chunk, settings.vae_tiling)
 
 
 def _tokenizers(*sources):

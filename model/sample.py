@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from .context import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS, ContextOptions, context_for
+from .decode import VAE_TILING
 from .errors import HotshotError, InputError
 from .pipeline import ASPECT_BUCKETS, Settings
 from .schedulers import SCHEDULERS
@@ -26,7 +28,11 @@ WHERE_TO_GET_WEIGHTS = """no model given. Hotshot-XL's weights are at https://hu
 # Settings fields and the flags that set them, for error messages in the user's terms.
 FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "steps": "--steps",
            "guidance": "--guidance", "scheduler": "--scheduler", "original_size": "--original-size",
-           "target_size": "--target-size", "decode_chunk": "--decode-chunk", "seed": "--seed"}
+           "target_size": "--target-size", "decode_chunk": "--decode-chunk", "seed": "--seed",
+           "noise": "--noise", "vae_tiling": "--vae-tiling"}
+# ContextOptions fields and their flags; a flag left unset keeps the field's default.
+CONTEXT_FLAGS = {"length": "--context-length", "overlap": "--context-overlap", "stride": "--context-stride",
+                 "schedule": "--context-schedule", "weighting": "--context-weighting", "loop": "--context-loop"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +66,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SDXL size conditioning, width first as in the original inference.py")
     gen.add_argument("--target-size", type=int, nargs=2, default=(512, 512), metavar=("W", "H"))
     gen.add_argument("--decode-chunk", type=int, default=4, help="frames decoded by the VAE at once")
+    gen.add_argument("--vae-tiling", default="auto", choices=VAE_TILING,
+                     help="decode each frame in overlapping 512 px tiles to bound memory; auto: above 768x768 pixels")
+
+    default = ContextOptions()
+    windows = parser.add_argument_group(
+        "long videos", f"The UNet sees overlapping windows of frames. Any --context-* flag turns windows on; past "
+        f"{MAX_LENGTH} frames they are on by themselves. An unset flag keeps its default.")
+    unset = argparse.SUPPRESS  # only the flags given become attributes: see _context
+    windows.add_argument("--context-length", type=int, default=unset,
+                         help=f"frames per window, at most {MAX_LENGTH} (default {default.length}, as trained)")
+    windows.add_argument("--context-overlap", type=int, default=unset,
+                         help=f"frames shared by neighbouring windows (default {default.overlap})")
+    windows.add_argument("--context-stride", type=int, default=unset,
+                         help="largest spacing between a window's frames, a power of two; above 1 adds windows "
+                         f"of every 2nd, 4th, ... frame (default {default.stride})")
+    windows.add_argument("--context-schedule", choices=SCHEDULES, default=unset,
+                         help="uniform: windows shift from step to step; static: the same windows every step "
+                         f"(default {default.schedule})")
+    windows.add_argument("--context-weighting", choices=WEIGHTINGS, default=unset,
+                         help="blend overlapping windows with pyramid (frames count more near a window's middle) "
+                         f"or flat weights (default {default.weighting})")
+    windows.add_argument("--context-loop", action="store_true", default=unset,
+                         help="wrap windows around the end for a seamless loop (--loop is the gif/webp loop count)")
+    windows.add_argument("--noise", default="independent", choices=NOISE_TYPES,
+                         help="independent: the original's noise; freenoise: the first window's noise, shuffled, "
+                         "along the video, for long-range consistency")
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="output file: " + ", ".join(
@@ -74,12 +106,25 @@ def _settings(args) -> Settings:
     settings = Settings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
                         guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
                         original_size=tuple(args.original_size), target_size=tuple(args.target_size),
-                        decode_chunk=args.decode_chunk)
+                        decode_chunk=args.decode_chunk, noise=args.noise, vae_tiling=args.vae_tiling,
+                        context=_context(args))
     try:
         settings.check()
     except InputError as error:
         raise InputError(FLAG_OF.get(error.name, error.name), error.problem) from None
     return settings
+
+
+def _context(args) -> ContextOptions | None:
+    """ContextOptions from the --context-* flags given, or None when none was."""
+    attributes = {field: flag[2:].replace("-", "_") for field, flag in CONTEXT_FLAGS.items()}
+    given = {field: getattr(args, name) for field, name in attributes.items() if hasattr(args, name)}
+    if not given:
+        return None
+    try:
+        return ContextOptions(**given)
+    except InputError as error:
+        raise InputError(CONTEXT_FLAGS.get(error.name, error.name), error.problem) from None
 
 
 def run(argv=None) -> int:
@@ -92,6 +137,11 @@ def run(argv=None) -> int:
             return 2
         settings = _settings(args)
         check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+        if settings.context is None and context_for(settings.frames, None) is not None:
+            default = ContextOptions()
+            print(f"--frames {settings.frames}: more than the {MAX_LENGTH} frames the temporal layers take in one "
+                  f"pass, so the UNet runs on windows of {default.length} frames overlapping by {default.overlap} "
+                  "(choose with --context-length, --context-overlap)", file=sys.stderr)
 
         from .pipeline import load_pipeline  # heavy imports only once the flags are known good
 
@@ -112,7 +162,7 @@ def run(argv=None) -> int:
 
         with tqdm(total=settings.steps, desc="sampling", unit="step", file=sys.stderr, leave=False) as bar:
             latents = pipe.sample(conditions, settings, callback=lambda *_: bar.update())
-        frames = pipe.decode(latents, settings.decode_chunk)
+        frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling)
         from .video import write_video
 
         files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite)
