@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     windows.add_argument("--context-length", type=int, default=unset,
                          help=f"frames per window, at most {MAX_LENGTH} (default {default.length}, as trained)")
     windows.add_argument("--context-overlap", type=int, default=unset,
-                         help=f"frames shared by neighbouring windows (default {default.overlap})")
+                         help=f"frames shared by neighbouring windows (default {default.overlap}, at most half "
+                         "of --context-length)")
     windows.add_argument("--context-stride", type=int, default=unset,
                          help="largest spacing between a window's frames, a power of two; above 1 adds windows "
                          f"of every 2nd, 4th, ... frame (default {default.stride})")
@@ -121,6 +122,8 @@ def _context(args) -> ContextOptions | None:
     given = {field: getattr(args, name) for field, name in attributes.items() if hasattr(args, name)}
     if not given:
         return None
+    if "length" in given and "overlap" not in given:  # short windows: the default overlap would not fit
+        given["overlap"] = min(ContextOptions.overlap, given["length"] // 2)
     try:
         return ContextOptions(**given)
     except InputError as error:

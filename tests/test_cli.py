@@ -68,6 +68,9 @@ def test_module_entry_point_runs(tmp_path):
     (["--frames", "0"], "--frames: must be a positive whole number, got 0"),
     (["--steps", "0"], "--steps: must be a positive whole number, got 0"),
     (["--fps", "0"], "fps: "),
+    (["--context-overlap", "8"], "--context-overlap: must be 0 to 7 (less than the window length 8), got 8"),
+    (["--context-length", "25"], "--context-length: must be 1 to 24 frames"),
+    (["--context-stride", "3"], "--context-stride: must be a power of two (1, 2, 4, ...), got 3"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
     out = tmp_path / "out.mp4"
@@ -126,3 +129,54 @@ def test_long_prompt_is_reported(tmp_path, capsys):
     assert run(["--model", "tiny-random", "--prompt", prompt, "--width", "64", "--height", "64", "--frames", "2",
                 "--steps", "1", "--out", str(tmp_path / "a.gif")]) == 0
     assert "--prompt is" in capsys.readouterr().err
+
+
+def test_long_video_switches_windows_on_and_says_so(tmp_path, capsys):
+    out = tmp_path / "long.gif"
+    assert run(["--model", "tiny-random", "--width", "64", "--height", "64", "--frames", "30", "--steps", "1",
+                "--out", str(out)]) == 0
+    assert "--frames 30: more than the 24 frames" in capsys.readouterr().err
+    assert read_video(out)[0].shape[0] == 30
+
+
+def test_context_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from model.context import ContextOptions
+    from model.pipeline import HotshotXLPipeline, load_pipeline
+
+    seen = {}
+    sample, decode = HotshotXLPipeline.sample, HotshotXLPipeline.decode
+
+    def spy_sample(self, conditions, settings, *args, **kwargs):
+        seen["settings"] = settings
+        return sample(self, conditions, settings, *args, **kwargs)
+
+    def spy_decode(self, latents, frames_per_chunk=4, tiled=False, *args, **kwargs):
+        seen["tiled"] = tiled
+        return decode(self, latents, frames_per_chunk, tiled, *args, **kwargs)
+
+    monkeypatch.setattr(HotshotXLPipeline, "sample", spy_sample)
+    monkeypatch.setattr(HotshotXLPipeline, "decode", spy_decode)
+    out = tmp_path / "frames/"
+    assert run(["--model", "tiny-random", "--width", "64", "--height", "64", "--frames", "12", "--steps", "1",
+                "--dtype", "fp32", "--device", "cpu", "--context-length", "6", "--context-overlap", "2",
+                "--context-stride", "2", "--context-schedule", "static", "--context-weighting", "flat",
+                "--context-loop", "--noise", "freenoise", "--vae-tiling", "on", "--out", str(out) + "/"]) == 0
+    assert "more than the 24 frames" not in capsys.readouterr().err
+    options = ContextOptions(length=6, overlap=2, stride=2, schedule="static", weighting="flat", loop=True)
+    assert seen["settings"].context == options and seen["settings"].noise == "freenoise" and seen["tiled"] == "on"
+    # Only the flags given change: --context-length alone keeps the other defaults (the overlap at
+    # most half the window).
+    assert run(["--model", "tiny-random", "--width", "64", "--height", "64", "--frames", "4", "--steps", "1",
+                "--context-length", "3", "--out", str(tmp_path / "short.gif")]) == 0
+    assert seen["settings"].context == ContextOptions(length=3, overlap=1)
+    assert seen["settings"].noise == "independent" and seen["tiled"] == "auto"
+
+    monkeypatch.undo()
+    pixels = torch.stack([read_video(f)[0][0] for f in sorted(out.glob("frame_*.png"))]).float() / 255
+    expected = load_pipeline("tiny-random", dtype="fp32", device="cpu")(
+        "a bulldog in the captains chair of a spaceship, hd, high quality", "blurry", width=64, height=64,
+        frames=12, steps=1, noise="freenoise", vae_tiling="on", context=options)
+    assert pixels.shape == expected.shape == (12, 64, 64, 3)
+    assert (pixels - expected).abs().max() <= 0.5 / 255 + 1e-5
