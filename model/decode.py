@@ -83,12 +83,13 @@ def decode_latents(vae, latents: torch.Tensor, frames_per_chunk: int = 4, tiled:
                          f"got {tile_size}")
     frames, height, width = latents.shape[2], latents.shape[3] * downscale, latents.shape[4] * downscale
     scaled = latents[0].transpose(0, 1) / vae.config.scaling_factor  # (frames, 4, h, w)
-    pieces = []
+    # Filled chunk by chunk: concatenating the chunks at the end would hold the video twice.
+    video = torch.empty(frames, height, width, 3)
     with _decoding_dtype(vae) as dtype, _tiling(vae, wants_tiling(tiled, height, width), tile_size):
         for start in range(0, frames, frames_per_chunk):
             chunk = scaled[start:start + frames_per_chunk].to(vae.device, dtype)
             images = vae.decode(chunk).sample  # (chunk, 3, H, W) in -1..1
-            pieces.append((images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            video[start:start + len(chunk)] = (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
             if callback is not None:
                 callback(min(start + frames_per_chunk, frames), frames)
-    return torch.cat(pieces)
+    return video
