@@ -200,7 +200,9 @@ def freenoise(noise: torch.Tensor, length: int, overlap: int, generator: torch.G
     The first `length` frames keep their noise. Each later window, `length - overlap` frames on,
     gives its new frames the noise of the frames it left behind, shuffled; so every window starting
     at a multiple of `length - overlap` holds a permutation of the first window's noise, and the
-    whole video shares one noise "content" while its order varies (arXiv:2310.15169). The
+    whole video shares one noise "content" while its order varies (arXiv:2310.15169). Windows
+    starting elsewhere (the uniform schedule's shifted ones, a last window pinned to the end, a
+    loop's wrapping one) may hold some noise twice: the static schedule lines up best. The
     shuffles are drawn from `generator`.
     """
     frames = noise.shape[2]
