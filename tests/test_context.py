@@ -197,8 +197,8 @@ def border_ratio(predict, options, frames=24, size=8, timestep=500):
 
 
 def test_no_seam_at_window_borders(pipe, conditions):
-    """Measured on the tiny model: about 1.5 with pyramid blending, 1.05 for the plain single pass at
-    the same pairs, 9 for hard cuts (no overlap, flat weights), stable across seeds and timesteps."""
+    """Measured on the tiny model over 3 seeds and 3 timesteps: 1.45-1.8 with pyramid blending (the
+    plain single pass gives 1.05-1.1 at the same pairs), 8.5-10.7 for hard cuts (no overlap, flat)."""
     predict = guided_predictor(pipe.unet, conditions, 5.0)
     blended = border_ratio(predict, ContextOptions(8, 4, schedule="static"))
     hard_cut = border_ratio(predict, ContextOptions(8, 0, schedule="static", weighting="flat"))
