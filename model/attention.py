@@ -1,9 +1,11 @@
-"""The one attention function, and the projection module both attention kinds share.
+"""The one attention function, the projection module both attention kinds share, and the GEGLU
+feed-forward of the transformer blocks.
 
 Everything goes through PyTorch's `scaled_dot_product_attention`, which picks a fused kernel
 (flash/memory-efficient on CUDA, a flash kernel on CPU) and never builds the score matrix when it
-can avoid it. Where a caller asks for it, queries are processed in chunks so that even the math
-fallback stays within a memory budget at large frame sizes.
+can avoid it. Those kernels take strided inputs, so heads are split by views, never by copies.
+Where a caller asks for it, queries are processed in chunks so that even the math fallback stays
+within a memory budget at large frame sizes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: int | None = None) -> torch.Tensor:
@@ -27,9 +30,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: in
 class Attention(nn.Module):
     """Multi-head attention with the diffusers parameter names (`to_q`, `to_k`, `to_v`, `to_out.0`).
 
-    Self-attention when no context is given. Cross-attention context may be shared by several
-    consecutive query batches (the frames of one video): `context_repeats` expands the projected
-    keys and values instead of projecting the same text once per frame.
+    Self-attention when no context is given. A cross-attention context may have fewer rows than
+    the queries: then each context row serves consecutive query rows (the frames of one video),
+    whose tokens are attended to as one long query sequence. The text's keys and values are
+    projected once per video and never copied per frame.
     """
 
     def __init__(self, query_dim: int, heads: int, head_dim: int, context_dim: int | None = None,
@@ -44,22 +48,53 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim), nn.Dropout(0.0)])
         self.query_chunk: int | None = None
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        # (batch, tokens, heads*head_dim) -> (batch, heads, tokens, head_dim)
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, tokens, heads*head_dim) -> (batch, heads, tokens, head_dim), a strided view
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, context_repeats: int = 1) -> torch.Tensor:
-        source = x if context is None else context
-        q = self._split_heads(self.to_q(x))
-        k = self._split_heads(self.to_k(source))
-        v = self._split_heads(self.to_v(source))
-        if context is not None and context_repeats > 1:
-            # (batch, heads, text, head_dim) -> (batch*repeats, heads, text, head_dim)
-            k = k.repeat_interleave(context_repeats, dim=0)
-            v = v.repeat_interleave(context_repeats, dim=0)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention on (..., heads, tokens, head_dim), in the query dtype even when upcast."""
         dtype = q.dtype
         if self.upcast:
             q, k, v = q.float(), k.float(), v.float()
-        out = attention(q, k, v, self.query_chunk).to(dtype)
-        out = out.transpose(1, 2).flatten(-2)  # (batch, tokens, heads*head_dim)
-        return self.to_out[1](self.to_out[0](out))
+        return attention(q, k, v, self.query_chunk).to(dtype)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (batch, tokens, query_dim); context: (batch / repeats, text, context_dim)
+        batch, tokens, _ = x.shape
+        if context is not None and context.shape[0] != batch:
+            if batch % context.shape[0]:
+                raise ValueError(f"{batch} query rows cannot share {context.shape[0]} context rows evenly")
+            x = x.reshape(context.shape[0], -1, x.shape[-1])  # (videos, frames*tokens, query_dim)
+        source = x if context is None else context
+        q = self.split_heads(self.to_q(x))
+        k = self.split_heads(self.to_k(source))
+        v = self.split_heads(self.to_v(source))
+        out = self.attend(q, k, v).transpose(1, 2).flatten(2)  # (batch, tokens, heads*head_dim)
+        return self.to_out[1](self.to_out[0](out)).view(batch, tokens, -1)
+
+
+class GEGLU(nn.Module):
+    """Linear to twice the inner width; the first half gated by the GELU of the second."""
+
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, 2 * inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, gate = self.proj(x).chunk(2, dim=-1)  # two (..., inner) views of one tensor
+        # In the projection's own memory: no further (tokens, inner) tensors.
+        return hidden.mul_(torch.ops.aten.gelu_(gate))
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward, 4x wide, with the diffusers parameter names (`net.0.proj`, `net.2`)."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x

@@ -4,45 +4,64 @@ Inside the UNet every activation is (batch*frames, channels, height, width): 2D 
 spatial transformers then run per frame without rearranging. Two things see the frames:
 - the temporal layers (`temporal.py`), and
 - the GroupNorms of the resnets (and the UNet's final norm), which in the original take their
-  statistics over all frames of a video together; `FrameGroupNorm` does that on the folded layout.
+  statistics over all frames of a video together (`norms.FrameGroupNorm`).
 Attribute names mirror the released checkpoint so its state dict loads without renaming.
+
+Memory: large activations are processed a few frames at a time (`pieces.py`) into outputs
+allocated once; up blocks pass their skip connection alongside the activation instead of
+concatenating the two whole; and the transformers write their residual sum into their input's
+memory (`out=x`). The UNet is for inference: it runs without autograd (see unet.py).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention import FeedForward
-from diffusers.models.downsampling import Downsample2D
-from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from .attention import Attention
+from .attention import Attention, FeedForward
 from .config import UNetConfig
+from .norms import FrameGroupNorm
+from .pieces import empty_like_layout, pieces, resolve_budget
 from .temporal import TransformerTemporal
 
+__all__ = ["Conv2d", "FrameGroupNorm", "ResnetBlock", "TransformerBlock", "SpatialTransformer", "Downsample",
+           "Upsample", "DownBlock", "MidBlock", "UpBlock"]
 
-class FrameGroupNorm(nn.GroupNorm):
-    """GroupNorm whose statistics span all frames of each video (the original's 5D GroupNorm)."""
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        batch_frames, channels, height, width = x.shape
-        batch, groups = batch_frames // frames, self.num_groups
-        x = x.contiguous()  # broadcast adds upstream may hand us a channels-last result
-        grouped = x.view(batch, frames, groups, -1)  # (batch, frames, groups, channels/groups*h*w)
-        # Statistics in float32 even for half-precision activations, one video at a time so the
-        # upcast copy stays small.
-        var_mean = [torch.var_mean(video.float(), dim=(0, 2), unbiased=False) for video in grouped]
-        var = torch.stack([v for v, _ in var_mean])  # (batch, groups)
-        mean = torch.stack([m for _, m in var_mean])
-        rstd = torch.rsqrt(var + self.eps)
-        # Fold the normalisation and the affine into one per-channel scale and shift.
-        scale = self.weight.float().view(1, groups, -1) * rstd[:, :, None]  # (batch, groups, channels/groups)
-        shift = self.bias.float().view(1, groups, -1) - mean[:, :, None] * scale
-        scale = scale.reshape(batch, 1, channels, 1).to(x.dtype)
-        shift = shift.reshape(batch, 1, channels, 1).to(x.dtype)
-        out = torch.addcmul(shift, x.view(batch, frames, channels, height * width), scale)
-        return out.view(batch_frames, channels, height, width)
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d that convolves a few output channels at a time when its weight is large.
+
+    CPU convolution kernels (oneDNN) copy the whole weight into a blocked layout on every call:
+    for SDXL's widest convs that copy (118 MB in fp32) is the largest tensor of the step. Pieces of
+    output channels bound it by the piece budget; each piece's weight is still copied only once.
+    """
+
+    piece_budget: int | str | None = "auto"
+
+    def weight_rows(self, rows: slice) -> torch.Tensor:
+        """The weight of output channels `rows`, as computed with (float8 storage upcasts here)."""
+        return self.weight[rows]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channel_bytes = self.weight[0].numel() * x.element_size()
+        chunks = pieces(self.out_channels, channel_bytes, resolve_budget(self.piece_budget, x.device))
+        bias = self.bias
+        if len(chunks) == 1:
+            return self._conv_forward(x, self.weight_rows(chunks[0]), bias)
+        out = None
+        for rows in chunks:
+            piece = self._conv_forward(x, self.weight_rows(rows), None if bias is None else bias[rows])
+            if out is None:  # (n, out_channels, h', w'), h' and w' known from the first piece
+                out = empty_like_layout(piece, self.out_channels)
+            out[:, rows] = piece
+            del piece
+        return out
+
+
+def _channel_cat(parts: list[torch.Tensor], rows: slice) -> torch.Tensor:
+    """Rows `rows` of the channel-wise concatenation of `parts`; a view when there is one part."""
+    return parts[0][rows] if len(parts) == 1 else torch.cat([part[rows] for part in parts], dim=1)
 
 
 class ResnetBlock(nn.Module):
@@ -52,23 +71,46 @@ class ResnetBlock(nn.Module):
                  output_scale_factor: float = 1.0):
         super().__init__()
         self.norm1 = FrameGroupNorm(groups, in_channels, eps=eps)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
         self.time_emb_proj = nn.Linear(temb_channels, out_channels)
         self.norm2 = FrameGroupNorm(groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(0.0)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv_shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         self.output_scale_factor = output_scale_factor
+        self.piece_budget: int | str | None = "auto"
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, frames: int) -> torch.Tensor:
-        # x: (batch*frames, in, h, w); temb: (batch, temb_channels)
-        h = self.conv1(F.silu(self.norm1(x, frames)))
-        t = self.time_emb_proj(F.silu(temb)).repeat_interleave(frames, dim=0)  # (batch*frames, out)
-        h = h + t[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h, frames))))
-        skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        out = skip + h
-        return out if self.output_scale_factor == 1.0 else out / self.output_scale_factor
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, frames: int, skip: torch.Tensor | None = None):
+        """x (batch*frames, c, h, w); `skip` (batch*frames, c', h, w): extra input channels after x
+        (an up block's skip connection), read piece by piece instead of concatenated whole."""
+        parts = [x] if skip is None else [x, skip]
+        images, _, height, width = x.shape
+        out_channels = self.conv1.out_channels
+        in_channels = sum(part.shape[1] for part in parts)
+        # (batch, out) -> (batch*frames, out, 1, 1)
+        t = self.time_emb_proj(F.silu(temb)).to(x.dtype).repeat_interleave(frames, dim=0)[:, :, None, None]
+        # Per image: the concatenated input, its normalised copy and a conv output.
+        image_bytes = (2 * in_channels + out_channels) * height * width * x.element_size()
+        chunks = pieces(images, image_bytes, resolve_budget(self.piece_budget, x.device))
+
+        h = empty_like_layout(x, out_channels)
+        scale, shift = self.norm1.scale_shift(parts, frames)
+        for rows in chunks:
+            a = F.silu(self.norm1.apply(_channel_cat(parts, rows), scale[rows], shift[rows]), inplace=True)
+            torch.add(self.conv1(a), t[rows], out=h[rows])
+            del a
+
+        # norm2 needs statistics of the whole of h before any piece of it is normalised.
+        scale, shift = self.norm2.scale_shift([h], frames)
+        for rows in chunks:
+            a = F.silu(self.norm2.apply(h[rows], scale[rows], shift[rows]), inplace=True)
+            a = self.conv2(self.dropout(a))
+            shortcut = _channel_cat(parts, rows)
+            if self.conv_shortcut is not None:
+                shortcut = self.conv_shortcut(shortcut)
+            torch.add(shortcut, a, out=h[rows])  # this piece of h has been read: overwrite it
+            del a, shortcut
+        return h if self.output_scale_factor == 1.0 else h.div_(self.output_scale_factor)
 
 
 class TransformerBlock(nn.Module):
@@ -82,12 +124,13 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.attn2 = Attention(dim, heads, head_dim, context_dim=context_dim, upcast=upcast)
         self.norm3 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
-        x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context, context_repeats=frames) + x
-        return self.ff(self.norm3(x)) + x
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (images, tokens, dim), updated in place and returned; context (videos, text, context_dim)."""
+        x.add_(self.attn1(self.norm1(x)))
+        x.add_(self.attn2(self.norm2(x), context))
+        return x.add_(self.ff(self.norm3(x)))
 
 
 class SpatialTransformer(nn.Module):
@@ -95,34 +138,74 @@ class SpatialTransformer(nn.Module):
 
     def __init__(self, channels: int, heads: int, depth: int, config: UNetConfig):
         super().__init__()
-        self.norm = nn.GroupNorm(config.norm_num_groups, channels, eps=1e-6)
+        self.norm = FrameGroupNorm(config.norm_num_groups, channels, eps=1e-6)
         self.linear_projection = config.use_linear_projection
         if self.linear_projection:
             self.proj_in = nn.Linear(channels, channels)
             self.proj_out = nn.Linear(channels, channels)
         else:
-            self.proj_in = nn.Conv2d(channels, channels, 1)
-            self.proj_out = nn.Conv2d(channels, channels, 1)
+            self.proj_in = Conv2d(channels, channels, 1)
+            self.proj_out = Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
             TransformerBlock(channels, heads, config.cross_attention_dim, config.upcast_attention) for _ in range(depth)
         )
+        self.piece_budget: int | str | None = "auto"
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
-        batch_frames, channels, height, width = x.shape
-        h = self.norm(x)
-        if not self.linear_projection:
-            h = self.proj_in(h)
-        h = h.permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)  # (b*f, h*w, c)
-        if self.linear_projection:
-            h = self.proj_in(h)
-        for block in self.transformer_blocks:
-            h = block(h, context, frames)
-        if self.linear_projection:
-            h = self.proj_out(h)
-        h = h.view(batch_frames, height, width, channels).permute(0, 3, 1, 2)
-        if not self.linear_projection:
-            h = self.proj_out(h)
-        return h + x
+    def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+        """x (batch*frames, c, h, w), context (batch, text, c') -> x + update; `out` may be x itself."""
+        images, channels, height, width = x.shape
+        out = empty_like_layout(x, channels) if out is None else out
+        scale, shift = self.norm.scale_shift([x], frames=1)  # ordinary per-image GroupNorm
+        # Per image: tokens, norms, q/k/v, attention output and the feed-forward's 8x hidden layer.
+        image_bytes = height * width * channels * x.element_size() * 14
+        # Pieces hold one video's frames or whole videos, so each shares one row of the context.
+        for rows in pieces(images, image_bytes, resolve_budget(self.piece_budget, x.device), align=frames):
+            videos = slice(rows.start // frames, -(-rows.stop // frames))
+            h = self.norm.apply(x[rows], scale[rows], shift[rows])
+            if not self.linear_projection:
+                h = self.proj_in(h)
+            h = h.permute(0, 2, 3, 1).reshape(-1, height * width, channels)  # (images, h*w, c)
+            if self.linear_projection:
+                h = self.proj_in(h)
+            for block in self.transformer_blocks:
+                h = block(h, context[videos])
+            if self.linear_projection:
+                h = self.proj_out(h)
+            h = h.view(-1, height, width, channels).permute(0, 3, 1, 2)
+            if not self.linear_projection:
+                h = self.proj_out(h)
+            torch.add(x[rows], h, out=out[rows])
+        return out
+
+
+class Downsample(nn.Module):
+    """A stride-2 3x3 convolution (diffusers' Downsample2D with a conv, as SDXL uses it)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling (2x, or to the skip's size) then a 3x3 convolution, by pieces."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = Conv2d(channels, channels, 3, padding=1)
+        self.piece_budget: int | str | None = "auto"
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        images, channels, height, width = x.shape
+        size = tuple(size) if size is not None else (2 * height, 2 * width)
+        out = empty_like_layout(x, channels, *size)
+        image_bytes = 2 * channels * size[0] * size[1] * x.element_size()  # upsampled copy, conv output
+        for rows in pieces(images, image_bytes, resolve_budget(self.piece_budget, x.device)):
+            out[rows] = self.conv(F.interpolate(x[rows], size=size, mode="nearest"))
+        return out
 
 
 class DownBlock(nn.Module):
@@ -150,18 +233,17 @@ class DownBlock(nn.Module):
             for _ in range(layers)
         )
         is_last = index == config.num_blocks - 1
-        self.downsamplers = None if is_last else nn.ModuleList(
-            [Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=1, name="op")]
-        )
+        self.downsamplers = None if is_last else nn.ModuleList([Downsample(out_channels)])
 
     def forward(self, x, temb, context, frames: int, temporal: bool):
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb, frames)
+            # The resnet's output is ours alone: the layers after it add into it in place.
             if self.attentions is not None:
-                x = self.attentions[i](x, context, frames)
+                x = self.attentions[i](x, context, frames, out=x)
             if temporal:
-                x = self.temporal_attentions[i](x, frames)
+                x = self.temporal_attentions[i](x, frames, out=x)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -186,7 +268,7 @@ class MidBlock(nn.Module):
 
     def forward(self, x, temb, context, frames: int):
         x = self.resnets[0](x, temb, frames)
-        x = self.attentions[0](x, context, frames)
+        x = self.attentions[0](x, context, frames, out=x)
         return self.resnets[1](x, temb, frames)
 
 
@@ -222,17 +304,16 @@ class UpBlock(nn.Module):
             for _ in range(layers)
         )
         is_last = index == config.num_blocks - 1
-        self.upsamplers = None if is_last else nn.ModuleList(
-            [Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]
-        )
+        self.upsamplers = None if is_last else nn.ModuleList([Upsample(out_channels)])
 
     def forward(self, x, skips: list, temb, context, frames: int, temporal: bool, upsample_size=None):
+        """`skips` is consumed (popped from the end): each skip is freed as soon as it is used."""
         for i, resnet in enumerate(self.resnets):
-            x = resnet(torch.cat([x, skips.pop()], dim=1), temb, frames)
+            x = resnet(x, temb, frames, skip=skips.pop())
             if self.attentions is not None:
-                x = self.attentions[i](x, context, frames)
+                x = self.attentions[i](x, context, frames, out=x)
             if temporal:
-                x = self.temporal_attentions[i](x, frames)
+                x = self.temporal_attentions[i](x, frames, out=x)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
         return x

@@ -4,6 +4,10 @@ One `TransformerTemporal` follows each resnet (and its spatial transformer, wher
 every down and up block. Attribute names mirror the released checkpoint
 (`temporal_attentions.N.transformer_blocks.0.attention_blocks.M.to_q.weight`, ...), including the
 sinusoidal position table, which the release stores as a buffer of 24 positions.
+
+Everything after the input GroupNorm acts on each spatial position separately, so the layer runs
+on a few rows of the image at a time (`pieces.py`): at 512 px the feed-forward's hidden layer of
+a whole 8-frame video would be hundreds of MB.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers.models.attention import FeedForward
 from torch import nn
 
-from .attention import Attention, attention
+from .attention import Attention, FeedForward
+from .norms import FrameGroupNorm
+from .pieces import empty_like_layout, pieces, resolve_budget
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -41,21 +46,22 @@ class TemporalAttention(Attention):
         self.pos_encoder = PositionalEncoding(dim, max_frames)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """x (batch*frames, tokens, channels) -> (batch, frames, tokens, channels), a strided view."""
         batch_frames, tokens, channels = x.shape
-        batch = batch_frames // frames
         positions = self.pos_encoder.positional_encoding[0, :frames, None, :]  # (frames, 1, channels)
-        x = x.view(batch, frames, tokens, channels) + positions  # (batch, frames, tokens, channels)
+        x = x.view(-1, frames, tokens, channels) + positions  # (batch, frames, tokens, channels)
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
 
-        def heads_over_frames(projected: torch.Tensor) -> torch.Tensor:
-            # (batch, frames, tokens, heads*head_dim) -> (batch*tokens, heads, frames, head_dim)
-            projected = projected.unflatten(-1, (self.heads, -1)).permute(0, 2, 3, 1, 4)
-            return projected.reshape(batch * tokens, self.heads, frames, -1)
+        def over_frames(projected: torch.Tensor) -> torch.Tensor:
+            # (frames, tokens, heads*head_dim) -> (tokens, heads, frames, head_dim): a view, the
+            # fused attention kernels read it strided.
+            return projected.unflatten(-1, (self.heads, -1)).permute(1, 2, 0, 3)
 
-        q, k, v = (heads_over_frames(proj(x)) for proj in (self.to_q, self.to_k, self.to_v))
-        out = attention(q, k, v)  # (batch*tokens, heads, frames, head_dim)
-        # -> (batch*frames, tokens, heads*head_dim)
-        out = out.view(batch, tokens, self.heads, frames, -1).permute(0, 3, 1, 2, 4).reshape(batch_frames, tokens, -1)
-        return self.to_out[1](self.to_out[0](out))
+        # One video at a time: its frames and tokens cannot be merged into one batch axis by a view.
+        out = torch.stack([self.attend(over_frames(q[i]), over_frames(k[i]), over_frames(v[i])).transpose(1, 2)
+                           for i in range(x.shape[0])])  # (batch, tokens, frames, heads, head_dim)
+        out = self.to_out[1](self.to_out[0](out.flatten(-2)))  # (batch, tokens, frames, channels)
+        return out.transpose(1, 2)
 
 
 class TemporalTransformerBlock(nn.Module):
@@ -65,13 +71,15 @@ class TemporalTransformerBlock(nn.Module):
         super().__init__()
         self.attention_blocks = nn.ModuleList(TemporalAttention(dim, heads, max_frames) for _ in range(depth))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
-        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.ff = FeedForward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """x (batch*frames, tokens, channels), updated in place and returned."""
+        videos = x.view(-1, frames, *x.shape[1:])  # (batch, frames, tokens, channels), same memory
         for attn, norm in zip(self.attention_blocks, self.norms):
-            x = attn(norm(x), frames) + x
-        return self.ff(self.ff_norm(x)) + x
+            videos.add_(attn(norm(x), frames))
+        return x.add_(self.ff(self.ff_norm(x)))
 
 
 class TransformerTemporal(nn.Module):
@@ -79,16 +87,28 @@ class TransformerTemporal(nn.Module):
 
     def __init__(self, channels: int, heads: int, max_frames: int, groups: int = 32):
         super().__init__()
-        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.norm = FrameGroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, max_frames)])
         self.proj_out = nn.Linear(channels, channels)
+        self.piece_budget: int | str | None = "auto"
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x (batch*frames, channels, h, w) -> x + temporal update; `out` may be x itself."""
         batch_frames, channels, height, width = x.shape
-        h = self.norm(x).permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)  # (b*f, h*w, c)
-        h = self.proj_in(h)
-        for block in self.transformer_blocks:
-            h = block(h, frames)
-        h = self.proj_out(h)
-        return h.view(batch_frames, height, width, channels).permute(0, 3, 1, 2) + x
+        out = empty_like_layout(x, channels) if out is None else out
+        scale, shift = self.norm.scale_shift([x], frames=1)  # statistics of each whole frame
+        # Per row of the image: the tokens in and out, the block's norms, q/k/v and the
+        # feed-forward's 8x-wide hidden layer.
+        row_bytes = batch_frames * width * channels * x.element_size() * 12
+        for rows in pieces(height, row_bytes, resolve_budget(self.piece_budget, x.device)):
+            part = x[:, :, rows]  # (batch*frames, channels, rows, w)
+            h = self.norm.apply(part, scale, shift)
+            h = h.permute(0, 2, 3, 1).reshape(batch_frames, -1, channels)  # (batch*frames, rows*w, c)
+            h = self.proj_in(h)
+            for block in self.transformer_blocks:
+                h = block(h, frames)
+            h = self.proj_out(h).view(batch_frames, -1, width, channels).permute(0, 3, 1, 2)
+            torch.add(part, h, out=out[:, :, rows])
+        return out
+

@@ -1,4 +1,8 @@
-"""The Hotshot-XL UNet: SDXL's UNet with a temporal layer after every down and up resnet."""
+"""The Hotshot-XL UNet: SDXL's UNet with a temporal layer after every down and up resnet.
+
+It is built for inference: `forward` runs without autograd, and the blocks write activations in
+place and piece by piece (`pieces.py`) to keep the memory above the weights small.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from torch import nn
 from .blocks import DownBlock, FrameGroupNorm, MidBlock, UpBlock
 from .config import UNetConfig
 from .errors import InputError
+from .pieces import pieces, resolve_budget
 
 
 class HotshotXLUNet(nn.Module):
@@ -19,6 +24,7 @@ class HotshotXLUNet(nn.Module):
     sample (batch, 4, frames, h, w), the text states (batch, 77, 2048), the pooled text embedding
     (batch, 1280) and SDXL's six micro-conditioning numbers (batch, 6); it returns the predicted
     noise with the shape of `sample`. A single frame runs the image path: no temporal layers.
+    Inference only: the forward pass runs under `torch.no_grad()`.
     """
 
     def __init__(self, config: UNetConfig):
@@ -43,6 +49,16 @@ class HotshotXLUNet(nn.Module):
 
         self.conv_norm_out = FrameGroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, 3, padding=1)
+        self.piece_budget: int | str | None = "auto"
+
+    def set_piece_budget(self, budget: int | str | None) -> "HotshotXLUNet":
+        """Largest temporary (bytes) of a layer run piece by piece; None: whole tensors; "auto":
+        by device (pieces on CPUs, whole tensors on GPUs). See pieces.py."""
+        resolve_budget(budget, torch.device("cpu"))  # validates
+        for module in self.modules():
+            if hasattr(module, "piece_budget"):
+                module.piece_budget = budget
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -60,6 +76,7 @@ class HotshotXLUNet(nn.Module):
         added = torch.cat([text_embeds.to(time_embeds.dtype), time_embeds], dim=-1).to(self.dtype)
         return emb + self.add_embedding(added)
 
+    @torch.no_grad()
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None) -> torch.Tensor:
         if sample.ndim != 5:
@@ -87,14 +104,22 @@ class HotshotXLUNet(nn.Module):
         x = self.mid_block(x, temb, context, frames)
 
         for block in self.up_blocks:
-            block_skips = skips[-len(block.resnets):]
+            block_skips = skips[-len(block.resnets):]  # the block pops (and so frees) them as it goes
             del skips[-len(block.resnets):]
             # Sizes not divisible by the total downsampling need the skip's exact size on the way up.
             upsample_size = skips[-1].shape[-2:] if skips and block.upsamplers is not None else None
-            if upsample_size is not None and tuple(upsample_size) == (x.shape[-2] * 2, x.shape[-1] * 2):
-                upsample_size = None
             x = block(x, block_skips, temb, context, frames, temporal, upsample_size)
 
-        x = self.conv_out(F.silu(self.conv_norm_out(x, frames)))
+        x = self._out(x, frames)
         # (batch*frames, c, h, w) -> (batch, c, frames, h, w)
         return x.view(batch, frames, -1, height, width).transpose(1, 2)
+
+    def _out(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """Norm, SiLU and conv_out, a few frames at a time: x is wide, the result has 4 channels."""
+        images, channels, height, width = x.shape
+        scale, shift = self.conv_norm_out.scale_shift([x], frames)
+        out = x.new_empty(images, self.conv_out.out_channels, height, width)
+        image_bytes = channels * height * width * x.element_size()
+        for rows in pieces(images, image_bytes, resolve_budget(self.piece_budget, x.device)):
+            out[rows] = self.conv_out(F.silu(self.conv_norm_out.apply(x[rows], scale[rows], shift[rows]), inplace=True))
+        return out

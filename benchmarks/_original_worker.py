@@ -1,0 +1,82 @@
+"""One UNet-step measurement of the ORIGINAL Hotshot-XL, run by bench.py in the original's own Python.
+
+    /path/to/original-venv/bin/python benchmarks/_original_worker.py --original /path/to/Hotshot-XL \
+        --config mid --frames 8 --size 256 --dtype fp32
+
+Builds the original's UNet3DConditionModel from the same config as ours, fills it with the same
+deterministic random weights (same keys, same values: `_common.random_tensor`), and prints one JSON
+line with the same figures as our worker. Imports nothing from this repository's `model` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+import _common  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--original", required=True, help="the original Hotshot-XL checkout")
+    parser.add_argument("--config", default="mid")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--min-clean", type=int, default=2)
+    parser.add_argument("--max-runs", type=int, default=6)
+    parser.add_argument("--flops", action="store_true")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(Path(args.original).resolve()))
+    from hotshot_xl.models.unet import UNet3DConditionModel
+
+    dtype, device = DTYPES[args.dtype], torch.device(args.device)
+    config = _common.diffusers_config(args.config)
+    started = time.perf_counter()
+    with torch.device("meta"):
+        unet = UNet3DConditionModel.from_config(config)
+    unet = unet.to_empty(device="cpu").eval().requires_grad_(False)
+    _common.fill_randomly(unet, dtype)
+    unet.to(device)
+    build_s = time.perf_counter() - started
+    weights = sum(t.numel() * t.element_size() for t in unet.state_dict().values())
+
+    inputs = {k: (v.to(device, dtype) if v.is_floating_point() and k != "timestep" else v.to(device))
+              for k, v in _common.unet_inputs(config, args.frames, args.size).items()}
+    added = {"text_embeds": inputs["text_embeds"], "time_ids": inputs["time_ids"]}
+
+    @torch.no_grad()
+    def step():
+        out = unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                   added_cond_kwargs=added, return_dict=False)[0]
+        assert torch.isfinite(out).all()
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    result = _common.time_unet_step(step, args.runs, args.min_clean, args.max_runs,
+                                    sync=torch.cuda.synchronize if cuda else None)
+    result.update({"impl": "original", "config": args.config, "frames": args.frames, "size": args.size,
+                   "dtype": args.dtype, "device": str(device), "weights_mib": weights / _common.MiB,
+                   "build_s": build_s, "machine": _common.machine()})
+    if cuda:
+        result["peak_device_mib"] = torch.cuda.max_memory_allocated() / _common.MiB
+    if args.flops:
+        result["flops"] = _common.count_flops(step)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""GroupNorm on frames folded into the batch, split into statistics and application.
+
+The original's resnets apply GroupNorm to 5D (batch, channels, frames, h, w) tensors, so each
+group's statistics span all frames of a video; `FrameGroupNorm(x, frames)` does that on the
+folded (batch*frames, channels, h, w) layout, and with frames=1 it is the ordinary per-image
+GroupNorm. Splitting it in two steps lets callers
+- normalise a large input piece by piece (`pieces.py`) with statistics of the whole, and
+- normalise an input given as channel parts (an up block's activation and its skip connection)
+  that is never concatenated as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics span all frames of each video (the original's 5D GroupNorm)."""
+
+    def scale_shift(self, parts: Sequence[torch.Tensor], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image (scale, shift), each (batch*frames, channels, 1, 1), with norm(x) = x * scale + shift.
+
+        `parts` are the input's channel blocks in order (one tensor, or several that would be
+        concatenated on the channel axis); groups may straddle the parts.
+        """
+        batch_frames = parts[0].shape[0]
+        batch = batch_frames // frames
+        means, variances = [], []
+        for part in parts:
+            # (batch, frames, c, h*w); channels-last inputs give a strided view, not a copy.
+            videos = part.unflatten(0, (batch, frames)).flatten(3)
+            # Statistics in float32 even for half-precision activations, one video at a time so the
+            # upcast copy stays small.
+            stats = [torch.var_mean(video.float(), dim=(0, 2), unbiased=False) for video in videos]
+            variances.append(torch.stack([var for var, _ in stats]))  # (batch, c)
+            means.append(torch.stack([mean for _, mean in stats]))
+        # Per-channel statistics (equal counts) combine exactly into per-group ones.
+        mean = torch.cat(means, dim=1).unflatten(1, (self.num_groups, -1))  # (batch, groups, c/groups)
+        variance = torch.cat(variances, dim=1).unflatten(1, (self.num_groups, -1))
+        group_mean = mean.mean(-1, keepdim=True)
+        group_variance = (variance + (mean - group_mean).square()).mean(-1, keepdim=True)
+        rstd = torch.rsqrt(group_variance + self.eps)
+        # Fold the normalisation and the affine into one per-channel scale and shift.
+        scale = (self.weight.float().view(1, self.num_groups, -1) * rstd).flatten(1)  # (batch, channels)
+        shift = self.bias.float() - group_mean.flatten(1).repeat_interleave(mean.shape[-1], 1) * scale
+        dtype = parts[0].dtype
+        scale = scale.to(dtype).repeat_interleave(frames, 0)[:, :, None, None]  # (batch*frames, channels, 1, 1)
+        shift = shift.to(dtype).repeat_interleave(frames, 0)[:, :, None, None]
+        return scale, shift
+
+    @staticmethod
+    def apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """Normalise x (or a piece of it, with the matching rows of scale and shift)."""
+        return torch.addcmul(shift, x, scale)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        return self.apply(x, *self.scale_shift([x], frames))
