@@ -1,0 +1,68 @@
+"""GPU figures for the released model: UNet steps per second and peak VRAM at 512x512x8.
+
+    python benchmarks/bench_gpu.py [--dtypes bf16 fp8] [--compile] [--channels-last]
+
+Runs `bench.py`'s UNet worker on CUDA with the full Hotshot-XL config (random weights), one CFG
+step (batch 2) per iteration, for each dtype, and prints it/s, peak device memory and the achieved
+TFLOP/s (FLOPs counted by torch's FlopCounterMode) against the GPU's dense bf16 peak when given
+with `--peak-tflops` (an H200 or H100 SXM: about 990). For scale: one step is about 30 TFLOP, so
+even a perfect H200 needs about 30-40 ms. Without a CUDA device it says so and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp8"], choices=["bf16", "fp16", "fp8", "fp32"])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--config", default="full", choices=["tiny", "mid", "full"])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for the fraction column")
+    args = parser.parse_args()
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA device here: nothing measured (run this on a machine with an NVIDIA GPU)")
+        return
+    sys.path.insert(0, str(HERE))
+    import _common
+
+    print(f"machine: {_common.describe(_common.machine())}")
+    print(f"UNet step with CFG (batch 2), {args.config} config, {args.frames} frames at {args.size}x{args.size}"
+          + (", torch.compile" if args.compile else "") + (", channels-last" if args.channels_last else ""))
+    print(f"{'dtype':8}{'ms/step':>10}{'it/s':>8}{'peak VRAM MiB':>15}{'weights MiB':>13}{'TFLOP/s':>9}"
+          + (f"{'of peak':>9}" if args.peak_tflops else ""))
+    for dtype in args.dtypes:
+        command = [sys.executable, str(HERE / "bench.py"), "worker-unet", "--config", args.config,
+                   "--frames", str(args.frames), "--size", str(args.size), "--dtype", dtype, "--device", "cuda",
+                   "--runs", "10", "--min-clean", "0", "--max-runs", "10", "--flops"]
+        command += ["--compile"] if args.compile else []
+        command += ["--channels-last"] if args.channels_last else []
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"{dtype:8} failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
+            continue
+        r = json.loads(result.stdout.strip().splitlines()[-1])
+        seconds = r["median_s"]
+        tflops = r["flops"] / 1e12 / seconds
+        line = (f"{dtype:8}{seconds * 1000:10.1f}{1 / seconds:8.2f}{r['peak_device_mib']:15.0f}"
+                f"{r['weights_mib']:13.0f}{tflops:9.0f}")
+        if args.peak_tflops:
+            line += f"{tflops / args.peak_tflops:9.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
