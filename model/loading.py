@@ -20,7 +20,8 @@ import torch
 
 from .config import UNetConfig
 from .errors import ModelFileError
-from .precision import resolve_device, resolve_dtype
+from .fp8 import Convert, convert_state_dict, quantizer, use_float8
+from .precision import resolve_device, resolve_precision
 from .unet import HotshotXLUNet
 from .single_file import describe_checkpoint
 from .weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle
@@ -137,14 +138,22 @@ def resolve_config(config, spatial: WeightSource) -> UNetConfig:
     return UNetConfig.from_file(SHIPPED_CONFIGS / "unet.json")
 
 
-def _read_part(source: WeightSource, dtype: torch.dtype, config: UNetConfig, want_temporal: bool):
+def _read_part(source: WeightSource, dtype: torch.dtype, config: UNetConfig, want_temporal: bool,
+               convert: Convert | None = None):
+    """The source's spatial or temporal tensors in `dtype`, or as `convert` makes them (fp8)."""
     if source.kind == "sdxl_single_file":
         from .single_file import read_sdxl_unet
 
-        return read_sdxl_unet(source.path, config.to_diffusers_dict(), dtype)
+        if convert is None:
+            return read_sdxl_unet(source.path, config.to_diffusers_dict(), dtype)
+        # diffusers' key converter needs the whole UNet at once, so fp8 quantizes after it, from
+        # the file's own dtype (as from a folder: no second rounding). The read peaks at one copy
+        # in that dtype (fp16 for most SDXL checkpoints), not at one fp8 copy.
+        return convert_state_dict(read_sdxl_unet(source.path, config.to_diffusers_dict(), None), convert)
     state = {}
     for file in source.files:
-        state.update(read_safetensors(file, dtype, keep=lambda key: is_temporal_key(key) == want_temporal))
+        state.update(read_safetensors(file, dtype, keep=lambda key: is_temporal_key(key) == want_temporal,
+                                      convert=convert))
     return state
 
 
@@ -155,26 +164,36 @@ def load_unet(path: str | Path | Sequence[str | Path], dtype: str | torch.dtype 
     `path` is one path or several (see the module docstring). `config` (a UNetConfig, a config dict,
     a config.json or a folder holding one) overrides the one found with the weights; it is needed
     for non-standard sizes given as single files. `dtype` is bf16/fp16/fp32 or None for the
-    device's best; `device` is where the weights end up.
+    device's best, or "fp8": Linear and Conv2d weights stored in float8 (quantized as they are
+    read), computed in bf16 (see fp8.py). `device` is where the weights end up.
     """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths:
         raise ModelFileError("<none>", "no model path given")
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype, fp8 = resolve_precision(dtype, device)
     sources = [classify(p, prefer_half=dtype != torch.float32) for p in paths]
     spatial, temporal = _pick_sources(sources)
     unet_config = resolve_config(config, spatial)
 
     with torch.device("meta"):
         unet = HotshotXLUNet(unet_config)
-    state = _read_part(spatial, dtype, unet_config, want_temporal=False)
-    temporal_state = _read_part(temporal, dtype, unet_config, want_temporal=True)
+    convert = quantizer(use_float8(unet, dtype), dtype) if fp8 else None
+    state = _read_part(spatial, dtype, unet_config, want_temporal=False, convert=convert)
+    temporal_state = _read_part(temporal, dtype, unet_config, want_temporal=True, convert=convert)
     names = spatial.path if spatial is temporal else f"{spatial.path} + {temporal.path}"
     _check_temporal_part(unet, temporal_state, temporal.path)
     state.update(temporal_state)
     assign_state_dict(unet, state, str(names))
     return unet.to(device)
+
+
+def store_fp8(unet: HotshotXLUNet) -> HotshotXLUNet:
+    """`unet`, already loaded, with its Linear and Conv2d weights quantized to fp8 in place, computing
+    in its current dtype (bf16 is what fp8 means elsewhere). `load_unet(..., dtype="fp8")` does this
+    as it reads, without a whole copy in the wider dtype."""
+    use_float8(unet, unet.dtype)
+    return unet
 
 
 def _check_temporal_part(unet: HotshotXLUNet, temporal_state: dict, source: Path) -> None:

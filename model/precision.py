@@ -7,6 +7,8 @@ import torch
 from .errors import InputError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Not a compute dtype: Linear and Conv2d weights stored in float8, computed in bf16 (see fp8.py).
+FP8 = "fp8"
 _ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 
 
@@ -53,3 +55,15 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, name: s
     if key not in DTYPES:
         raise InputError(name, f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or auto")
     return DTYPES[key]
+
+
+def resolve_precision(dtype: str | torch.dtype | None, device: torch.device,
+                      name: str = "dtype") -> tuple[torch.dtype, bool]:
+    """(compute dtype, whether Linear/Conv2d weights are stored in fp8) for a dtype option that may
+    also be "fp8" (or torch.float8_e4m3fn): fp8 storage with bf16 compute."""
+    if dtype == torch.float8_e4m3fn or (isinstance(dtype, str) and dtype.lower() in (FP8, "float8_e4m3fn")):
+        return torch.bfloat16, True
+    try:
+        return resolve_dtype(dtype, device, name), False
+    except InputError:
+        raise InputError(name, f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}, {FP8} or auto") from None

@@ -62,7 +62,8 @@ class HotshotXLUNet(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.conv_in.weight.dtype
+        """The dtype activations are computed in: a norm's, as norms are never stored in fp8 (fp8.py)."""
+        return self.conv_norm_out.weight.dtype
 
     @property
     def device(self) -> torch.device:

@@ -42,8 +42,14 @@ def safetensors_keys(path: Path) -> list[str]:
 
 def read_safetensors(path: Path, dtype: torch.dtype | None = None,
                      keep: Callable[[str], bool] | None = None,
-                     rename: Callable[[str], str] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of one file whose name passes `keep`, converted to `dtype` one by one."""
+                     rename: Callable[[str], str] | None = None,
+                     convert: Callable[[str, torch.Tensor], dict[str, torch.Tensor]] | None = None,
+                     ) -> dict[str, torch.Tensor]:
+    """Tensors of one file whose name passes `keep`, converted to `dtype` one by one.
+
+    `convert(name, tensor)`, when given, replaces the dtype conversion: it returns the tensors to
+    keep for each one read (fp8.quantizer: a float8 weight and its scale).
+    """
     path = Path(path)
     safetensors_keys(path)  # uniform errors for missing, pickle and corrupt files
     tensors = {}
@@ -53,9 +59,13 @@ def read_safetensors(path: Path, dtype: torch.dtype | None = None,
                 if keep is not None and not keep(key):
                     continue
                 tensor = reader.get_tensor(key)
+                name = rename(key) if rename else key
+                if convert is not None:
+                    tensors.update(convert(name, tensor))
+                    continue
                 if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
                     tensor = tensor.to(dtype)
-                tensors[rename(key) if rename else key] = tensor
+                tensors[name] = tensor
     except ModelFileError:
         raise
     except Exception as error:
