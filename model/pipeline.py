@@ -6,6 +6,7 @@ separate nodes; `__call__` chains them with the original `inference.py`'s defaul
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from .context import NOISE_TYPES, ContextOptions, context_for, freenoise, window
 from .components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
 from .decode import VAE_TILING, decode_latents
 from .errors import InputError, ModelFileError
+from .fp8 import use_float8
 from .loading import classify, load_unet
-from .precision import resolve_device, resolve_dtype
+from .offload import OFFLOAD_MODES, Offloader, unet_units
+from .precision import resolve_device, resolve_precision
 from .sampling import Conditions, StepCallback, denoise, guided_predictor, initial_noise, micro_conditioning
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, make_scheduler
 from .text import TextEncoders
@@ -77,6 +80,17 @@ class Settings:
             raise InputError("vae_tiling", f"must be one of {', '.join(VAE_TILING)}, got {self.vae_tiling!r}")
 
 
+def check_speed_options(offload: str = "none", compile: bool = False) -> None:
+    """Raise InputError naming `offload` or `compile` if they are malformed or do not go together."""
+    if offload not in OFFLOAD_MODES:
+        raise InputError("offload", f"must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if not isinstance(compile, bool):
+        raise InputError("compile", f"must be True or False, got {compile!r}")
+    if compile and offload == "sequential":
+        raise InputError("compile", "cannot be combined with sequential offload: the compiled UNet would hold "
+                         "weights that the offload hooks move during its forward pass (use model offload)")
+
+
 class HotshotXLPipeline:
     def __init__(self, unet: HotshotXLUNet, vae, text: TextEncoders, scheduler_config: dict, name: str = ""):
         self.unet = unet
@@ -84,14 +98,54 @@ class HotshotXLPipeline:
         self.text = text
         self.scheduler_config = scheduler_config
         self.name = name
+        self.offload = "none"  # see enable_offload
+        self.offloader: Offloader | None = None
+        self.compiled = False
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        """Where the stages compute (with offload, the weights rest elsewhere in between)."""
+        return self.unet.device if self.offloader is None else self.offloader.device
+
+    def enable_offload(self, mode: str, device=None) -> HotshotXLPipeline:
+        """Keep the weights on the CPU and bring them to `device` (default: where the UNet is) only
+        while they run. "model": each component for its stage; "sequential": the text encoders and
+        the VAE likewise, and the UNet unit by unit during each forward pass (see offload.py)."""
+        check_speed_options(mode, self.compiled)
+        if self.offload != "none":
+            raise InputError("offload", f"this pipeline already offloads ({self.offload!r}); load it again to change")
+        if mode == "none":
+            return self
+        offloader = Offloader(self.device if device is None else resolve_device(device))
+        for name, module in (("text_encoder", self.text.text_encoder), ("text_encoder_2", self.text.text_encoder_2),
+                             ("vae", self.vae)):
+            offloader.manage(module, name)
+        if mode == "model":
+            offloader.manage(self.unet, "unet")
+        else:
+            offloader.attach_sequential(self.unet, unet_units(self.unet), "unet")
+        self.offload, self.offloader = mode, offloader
+        return self
+
+    def compile_unet(self, **options) -> HotshotXLPipeline:
+        """torch.compile the UNet in place (`nn.Module.compile`: same module, same state dict).
+
+        Each new latent size or frame count compiles on first use (minutes for the full-size UNet);
+        `options` go to torch.compile. Not with sequential offload (see check_speed_options).
+        """
+        check_speed_options(self.offload, compile=True)
+        self.unet.compile(**options)
+        self.compiled = True
+        return self
+
+    def _running(self, *modules):
+        """A context in which `modules` are on the compute device (a no-op without offload)."""
+        return nullcontext() if self.offloader is None else self.offloader.running(*modules)
 
     def encode(self, prompt: str, negative_prompt: str | None = "",
                original_size=(1920, 1080), target_size=(512, 512)) -> Conditions:
-        positive, negative = self.text.encode_pair(prompt, negative_prompt)
+        with self._running(self.text.text_encoder, self.text.text_encoder_2):
+            positive, negative = self.text.encode_pair(prompt, negative_prompt)
         return Conditions(positive, negative, micro_conditioning(original_size, target_size))
 
     def sample(self, conditions: Conditions, settings: Settings, callback: StepCallback | None = None,
@@ -106,14 +160,16 @@ class HotshotXLPipeline:
             window = context or ContextOptions()
             noise = freenoise(noise, window.length, window.overlap, generator)
         scheduler = make_scheduler(settings.scheduler, self.scheduler_config)
-        predict = predictor or guided_predictor(self.unet, conditions, settings.guidance)
-        if context is not None:
-            predict = windowed_predictor(predict, context)
-        return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback)
+        with self._running(self.unet):
+            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance)
+            if context is not None:
+                predict = windowed_predictor(predict, context)
+            return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback)
 
     def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool | str = False, callback=None):
         """Frames (frames, height, width, 3) in 0..1; `tiled`: True/False or "auto"/"on"/"off"."""
-        return decode_latents(self.vae, latents, frames_per_chunk, tiled, callback)
+        with self._running(self.vae):
+            return decode_latents(self.vae, latents, frames_per_chunk, tiled, callback)
 
     def __call__(self, prompt: str, negative_prompt: str | None = "blurry", callback: StepCallback | None = None,
                  **settings) -> torch.Tensor:
@@ -136,7 +192,8 @@ def _tokenizers(*sources):
 
 def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Path | None = None,
                   sdxl: str | Path | None = None, tokenizer: str | Path | None = None,
-                  configs: str | Path | None = None, dtype=None, device=None) -> HotshotXLPipeline:
+                  configs: str | Path | None = None, dtype=None, device=None, offload: str = "none",
+                  compile: bool = False) -> HotshotXLPipeline:
     """Load Hotshot-XL for text-to-video.
 
     - `model`: a released Hotshot-XL folder (or "tiny-random" for an install check: noise out);
@@ -145,13 +202,24 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
     The VAE and text encoders come from `sdxl` when given, else from `model`. `tokenizer` is a
     folder with tokenizer/ and tokenizer_2/ (single files carry none); `configs` a folder in
     diffusers layout giving component configs for non-standard single files.
+
+    Memory and speed: `dtype` "fp8" stores the UNet's Linear and Conv2d weights in float8 and
+    computes in bf16, as the VAE and text encoders are held (see fp8.py); `offload` "model" or
+    "sequential" keeps the weights on the CPU and brings them to `device` only while they run (see
+    offload.py); `compile` runs the UNet through torch.compile (see `compile_unet`).
     """
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype, fp8 = resolve_precision(dtype, device)
+    check_speed_options(offload, compile)
+    # With offload the weights are read straight to the CPU: they need not fit the device at once.
+    load_device = device if offload == "none" else torch.device("cpu")
     if str(model) == "tiny-random":
         from .tiny import tiny_random_pipeline
 
-        return tiny_random_pipeline(dtype=dtype, device=device)
+        pipe = tiny_random_pipeline(dtype=dtype, device=load_device)
+        if fp8:
+            use_float8(pipe.unet, dtype)
+        return _speed_up(pipe, device, offload, compile)
     if model is None and sdxl is None:
         raise InputError("model", "give a Hotshot-XL model folder, or temporal layers with an SDXL checkpoint")
     if model is None and temporal_layers is None:
@@ -178,9 +246,15 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
                                  "with config.json and weights, as in hotshotco/Hotshot-XL)")
     tokenizers = _tokenizers(tokenizer, folder_for_text, model)
 
-    unet = load_unet(unet_paths, dtype=dtype, device=device, config=unet_config)
-    vae = load_vae(components, dtype, device, configs)
-    text = load_text_encoders(components, tokenizers, dtype, device, configs,
+    unet = load_unet(unet_paths, dtype="fp8" if fp8 else dtype, device=load_device, config=unet_config)
+    vae = load_vae(components, dtype, load_device, configs)
+    text = load_text_encoders(components, tokenizers, dtype, load_device, configs,
                               force_zeros_for_empty_prompt(model or folder_for_text, configs))
     name = str(model if model is not None else sdxl)
-    return HotshotXLPipeline(unet, vae, text, scheduler_config(model or folder_for_text, configs), name)
+    pipe = HotshotXLPipeline(unet, vae, text, scheduler_config(model or folder_for_text, configs), name)
+    return _speed_up(pipe, device, offload, compile)
+
+
+def _speed_up(pipe: HotshotXLPipeline, device: torch.device, offload: str, compile: bool) -> HotshotXLPipeline:
+    pipe.enable_offload(offload, device)
+    return pipe.compile_unet() if compile else pipe
