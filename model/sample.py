@@ -14,7 +14,8 @@ from pathlib import Path
 from .context import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS, ContextOptions, context_for
 from .decode import VAE_TILING
 from .errors import HotshotError, InputError
-from .pipeline import ASPECT_BUCKETS, Settings
+from .offload import OFFLOAD_MODES
+from .pipeline import ASPECT_BUCKETS, Settings, check_speed_options
 from .schedulers import SCHEDULERS
 from .video import DEFAULT_FPS, VIDEO_FORMATS, check_output
 
@@ -29,7 +30,7 @@ WHERE_TO_GET_WEIGHTS = """no model given. Hotshot-XL's weights are at https://hu
 FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "steps": "--steps",
            "guidance": "--guidance", "scheduler": "--scheduler", "original_size": "--original-size",
            "target_size": "--target-size", "decode_chunk": "--decode-chunk", "seed": "--seed",
-           "noise": "--noise", "vae_tiling": "--vae-tiling"}
+           "noise": "--noise", "vae_tiling": "--vae-tiling", "offload": "--offload", "compile": "--compile"}
 # ContextOptions fields and their flags; a flag left unset keeps the field's default.
 CONTEXT_FLAGS = {"length": "--context-length", "overlap": "--context-overlap", "stride": "--context-stride",
                  "schedule": "--context-schedule", "weighting": "--context-weighting", "loop": "--context-loop"}
@@ -47,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--tokenizer", help="folder with tokenizer/ and tokenizer_2/ (single files carry none)")
     source.add_argument("--configs", help="folder of component configs in diffusers layout, for non-standard "
                         "single files")
-    source.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    source.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32", "fp8"],
+                        help="precision of the weights; fp8: the UNet's Linear and Conv2d weights stored in float8 "
+                        "(half of bf16's memory), computed in bf16")
     source.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    source.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
+                        help="keep weights on the CPU and move them to --device only while they run: model: one "
+                        "component at a time; sequential: the UNet also layer by layer (least memory, slowest)")
+    source.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet: faster steps on GPUs after minutes of compiling")
 
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompt", default="a bulldog in the captains chair of a spaceship, hd, high quality")
@@ -116,6 +124,13 @@ def _settings(args) -> Settings:
     return settings
 
 
+def _check_speed_flags(args) -> None:
+    try:
+        check_speed_options(args.offload, args.compile)
+    except InputError as error:
+        raise InputError(FLAG_OF.get(error.name, error.name), error.problem) from None
+
+
 def _context(args) -> ContextOptions | None:
     """ContextOptions from the --context-* flags given, or None when none was."""
     attributes = {field: flag[2:].replace("-", "_") for field, flag in CONTEXT_FLAGS.items()}
@@ -139,6 +154,7 @@ def run(argv=None) -> int:
             print(WHERE_TO_GET_WEIGHTS, file=sys.stderr)
             return 2
         settings = _settings(args)
+        _check_speed_flags(args)
         check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
         if settings.context is None and context_for(settings.frames, None) is not None:
             default = ContextOptions()
@@ -149,7 +165,8 @@ def run(argv=None) -> int:
         from .pipeline import load_pipeline  # heavy imports only once the flags are known good
 
         pipe = load_pipeline(args.model, temporal_layers=args.temporal_layers, sdxl=args.sdxl,
-                             tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype, device=args.device)
+                             tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype, device=args.device,
+                             offload=args.offload, compile=args.compile)
         if args.model == "tiny-random":
             print("tiny-random: random weights, so the video is noise; this only checks the install",
                   file=sys.stderr)

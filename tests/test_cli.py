@@ -71,6 +71,7 @@ def test_module_entry_point_runs(tmp_path):
     (["--context-overlap", "8"], "--context-overlap: must be 0 to 7 (less than the window length 8), got 8"),
     (["--context-length", "25"], "--context-length: must be 1 to 24 frames"),
     (["--context-stride", "3"], "--context-stride: must be a power of two (1, 2, 4, ...), got 3"),
+    (["--compile", "--offload", "sequential"], "--compile: cannot be combined with sequential offload"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
     out = tmp_path / "out.mp4"
@@ -180,3 +181,29 @@ def test_context_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
         frames=12, steps=1, noise="freenoise", vae_tiling="on", context=options)
     assert pixels.shape == expected.shape == (12, 64, 64, 3)
     assert (pixels - expected).abs().max() <= 0.5 / 255 + 1e-5
+
+
+def test_dtype_offload_and_compile_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
+    from model.fp8 import FLOAT8
+    from model.pipeline import HotshotXLPipeline
+
+    compiled, used = [], []
+    # Recorded, not run: compiling takes minutes on a CPU (see test_perf_features).
+    monkeypatch.setattr(HotshotXLPipeline, "compile_unet", lambda self, **options: compiled.append(self) or self)
+    sample = HotshotXLPipeline.sample
+    monkeypatch.setattr(HotshotXLPipeline, "sample", lambda self, *args, **kwargs: used.append(self) or sample(
+        self, *args, **kwargs))
+    small = ["--model", "tiny-random", "--width", "64", "--height", "64", "--frames", "2", "--steps", "1",
+             "--device", "cpu"]
+    assert run([*small, "--dtype", "fp8", "--offload", "sequential", "--out", str(tmp_path / "a.gif")]) == 0
+    pipe = used[-1]
+    assert pipe.offload == "sequential" and compiled == []
+    assert pipe.unet.down_blocks[1].attentions[0].proj_in.weight.dtype == FLOAT8
+    assert run([*small, "--offload", "model", "--compile", "--out", str(tmp_path / "b.gif")]) == 0
+    assert used[-1].offload == "model" and compiled == [used[-1]]
+    assert used[-1].unet.down_blocks[1].attentions[0].proj_in.weight.dtype != FLOAT8  # --dtype auto
+    for flag, value in (("--offload", "gpu"), ("--dtype", "fp4")):
+        with pytest.raises(SystemExit) as exit_info:
+            run([*small, flag, value, "--out", str(tmp_path / "c.gif")])
+        assert exit_info.value.code == 2 and f"argument {flag}: invalid choice: '{value}'" in capsys.readouterr().err
+    assert not (tmp_path / "c.gif").exists()

@@ -369,8 +369,8 @@ def test_loader_errors_name_the_input_and_the_file(pack, nodes, fixtures_dir, ti
 
     with pytest.raises(InputError, match=r"^model_name: folder 'missing' not found"):
         folder_loader.load("missing", "fp32")
-    with pytest.raises(InputError, match=r"^dtype: unknown dtype 'fp8'"):
-        folder_loader.load(str(tiny_model_dir), "fp8")
+    with pytest.raises(InputError, match=r"^dtype: unknown dtype 'fp4'"):
+        folder_loader.load(str(tiny_model_dir), "fp4")
     not_a_model = tmp_path / "photos"
     not_a_model.mkdir()
     with pytest.raises(InputError, match=r"^model_name: .*photos: not a model folder"):

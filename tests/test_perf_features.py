@@ -232,6 +232,17 @@ def test_fp8_pipeline_holds_the_vae_and_text_encoders_in_bf16(tiny_model_dir, fi
     assert (frames - expected).abs().mean() < 0.03
 
 
+def test_fp8_node_option(pack, tiny_model_dir):
+    from tests.pack_graph import input_specs
+
+    loaders = [pack.NODE_CLASS_MAPPINGS[name] for name in ("HotshotXLModelLoader", "HotshotXLCheckpointLoader")]
+    assert all("fp8" in kind for cls in loaders for name, kind, _, _ in input_specs(cls) if name == "dtype")
+    loader = loaders[0]
+    (model,) = loader().load(str(tiny_model_dir), "fp8")
+    assert model.pipeline.unet.down_blocks[1].attentions[0].proj_in.weight.dtype == FLOAT8
+    assert model.pipeline.vae.dtype == torch.bfloat16
+
+
 # --------------------------------------------------------------------------------------- offload
 
 SMALL = dict(width=64, height=64, frames=3, steps=2)
