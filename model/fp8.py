@@ -59,10 +59,10 @@ class Float8Weight:
     weight_scale: torch.Tensor
 
     def _hold_float8(self, compute_dtype: torch.dtype) -> None:
-        # Built on the meta device and filled by assignment: only the dtypes and shapes matter here.
+        # Built on the meta device and filled by assignment (use_float8, or a strict load of what
+        # `quantizer` read): only the dtypes and shapes matter here.
         self.weight = nn.Parameter(torch.empty_like(self.weight, dtype=FLOAT8), requires_grad=False)
-        self.register_buffer("weight_scale", torch.empty(self.weight.shape[0], device=self.weight.device,
-                                                         dtype=compute_dtype))
+        self.register_buffer("weight_scale", torch.empty(self.weight.shape[0], device="meta", dtype=compute_dtype))
 
     def weight_rows(self, rows: slice = slice(None)) -> torch.Tensor:
         """The weight of output channels `rows` in the compute dtype (exact: see the module docstring)."""
@@ -72,9 +72,11 @@ class Float8Weight:
 
 
 class Float8Linear(Float8Weight, nn.Linear):
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
-                 compute_dtype: torch.dtype = COMPUTE_DTYPE):
-        super().__init__(in_features, out_features, bias, device=device, dtype=compute_dtype)
+    """nn.Linear reading its weight from float8."""
+
+    def __init__(self, like: nn.Linear, compute_dtype: torch.dtype = COMPUTE_DTYPE):
+        super().__init__(like.in_features, like.out_features, bias=like.bias is not None, device="meta",
+                         dtype=compute_dtype)
         self._hold_float8(compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,17 +89,10 @@ class Float8Conv2d(Float8Weight, Conv2d):
     def __init__(self, like: nn.Conv2d, compute_dtype: torch.dtype = COMPUTE_DTYPE):
         super().__init__(like.in_channels, like.out_channels, like.kernel_size, stride=like.stride,
                          padding=like.padding, dilation=like.dilation, groups=like.groups,
-                         bias=like.bias is not None, padding_mode=like.padding_mode, device=like.weight.device,
+                         bias=like.bias is not None, padding_mode=like.padding_mode, device="meta",
                          dtype=compute_dtype)
         self.piece_budget = getattr(like, "piece_budget", Conv2d.piece_budget)
         self._hold_float8(compute_dtype)
-
-
-def _float8_like(layer: nn.Module, compute_dtype: torch.dtype) -> nn.Module:
-    if isinstance(layer, nn.Linear):
-        return Float8Linear(layer.in_features, layer.out_features, layer.bias is not None, layer.weight.device,
-                            compute_dtype)
-    return Float8Conv2d(layer, compute_dtype)
 
 
 def use_float8(model: nn.Module, compute_dtype: torch.dtype = COMPUTE_DTYPE,
@@ -115,7 +110,7 @@ def use_float8(model: nn.Module, compute_dtype: torch.dtype = COMPUTE_DTYPE,
             if full_name.split(".")[0] in keep or isinstance(child, Float8Weight):
                 continue
             if isinstance(child, (nn.Linear, nn.Conv2d)):
-                replacement = _float8_like(child, compute_dtype)
+                replacement = (Float8Linear if isinstance(child, nn.Linear) else Float8Conv2d)(child, compute_dtype)
                 if not child.weight.is_meta:
                     weight, scale = quantize(child.weight)
                     state = {"weight": weight, "weight_scale": scale.to(compute_dtype)}

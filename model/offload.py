@@ -6,11 +6,11 @@ Two granularities (`OFFLOAD_MODES`, besides "none"):
   largest component rather than all of them (`Offloader.manage` and `Offloader.running`).
 - "sequential": the UNet also visits unit by unit during its forward pass (`unet_units`: every
   resnet, spatial transformer, temporal layer and down/up-sampler); each arrives in a forward
-  pre-hook and leaves in a forward hook. The device then holds the largest unit (an inner spatial
-  transformer of the full-size UNet: 10 transformer blocks, 1.2 GB in fp32, 0.6 GB in bf16) plus
-  the UNet's top-level layers, which stay there: conv_in, conv_out, the embeddings and the final
-  norm (about 10 M parameters). Every step copies the whole UNet to the device: it is slow, and
-  for GPUs too small to hold the UNet otherwise.
+  pre-hook and leaves in a forward hook. The device then holds the largest unit (a spatial
+  transformer of the full-size UNet's innermost blocks: 10 transformer blocks, 351 M parameters,
+  0.7 GB in bf16, 0.35 GB in fp8) plus the UNet's top-level layers, which stay there: conv_in,
+  conv_out, the embeddings and the final norm (7 M parameters). Every step copies the whole UNet
+  to the device: it is slow, and for GPUs too small to hold the UNet otherwise.
 
 Leaving costs nothing: arriving copies each tensor to the compute device, leaving points the
 module back at the copy it keeps on the offload device (inference never changes a weight, so
