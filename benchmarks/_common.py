@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 import zlib
@@ -248,28 +249,27 @@ def unet_inputs(config: dict, frames: int, size: int, batch: int = 2, seed: int 
     }
 
 
-def time_unet_step(step, runs: int, min_clean: int, max_runs: int, clean_threshold: float = 0.25,
-                   sync=None) -> dict:
-    """Warm up once, then time `step()` until `runs` runs (and `min_clean` clean ones) or `max_runs`.
+def serve_steps(step, info: dict, sync=None) -> None:
+    """Serve timed calls of `step()` to the driver: one JSON line per "step" line read on stdin.
 
-    Host memory: resident MiB after the weights settled, and the peak over every call (the first
-    call included: it is the peak a user sees).
+    The driver (bench.py) alternates steps between implementations, so slow drifts of a shared
+    machine (other processes, clock changes) hit both sides alike. First line out: `info` plus the
+    resident MiB once the weights are in place; then, per step, its seconds, CPU seconds, the cores
+    other processes used meanwhile and the peak resident MiB during the step.
     """
     sync = sync or (lambda: None)
-    base = settle()
-    with PeakRss() as first, Timed() as warm:
-        step()
-        sync()
-    results, peak = [], first.peak
-    while len(results) < max_runs:
-        clean = sum(r["others_cores"] < clean_threshold for r in results)
-        if len(results) >= runs and clean >= min_clean:
+    print(json.dumps({**info, "rss_weights_mib": settle()}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
             break
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         with PeakRss() as rss, Timed() as timed:
             step()
             sync()
-        peak = max(peak, rss.peak)
-        results.append({"seconds": timed.seconds, "cpu_seconds": timed.cpu_seconds,
-                        "others_cores": timed.others_cores, "peak_rss_mib": rss.peak})
-    return {"rss_weights_mib": base, "peak_rss_mib": peak, "peak_above_weights_mib": peak - base,
-            "first_call_s": warm.seconds, "runs": results, **summarise(results, clean_threshold)}
+        result = {"seconds": timed.seconds, "cpu_seconds": timed.cpu_seconds,
+                  "others_cores": timed.others_cores, "peak_rss_mib": rss.peak}
+        if cuda:
+            result["peak_device_mib"] = torch.cuda.max_memory_allocated() / MiB
+        print(json.dumps(result), flush=True)

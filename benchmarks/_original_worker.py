@@ -5,13 +5,12 @@
 
 Builds the original's UNet3DConditionModel from the same config as ours, fills it with the same
 deterministic random weights (same keys, same values: `_common.random_tensor`), and prints one JSON
-line with the same figures as our worker. Imports nothing from this repository's `model` package.
+line with the same figures as our worker, serving timed steps to bench.py (`_common.serve_steps`). Imports nothing from this repository's `model` package.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,6 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--min-clean", type=int, default=2)
-    parser.add_argument("--max-runs", type=int, default=6)
     parser.add_argument("--flops", action="store_true")
     args = parser.parse_args()
 
@@ -63,19 +59,10 @@ def main() -> None:
                    added_cond_kwargs=added, return_dict=False)[0]
         assert torch.isfinite(out).all()
 
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    result = _common.time_unet_step(step, args.runs, args.min_clean, args.max_runs,
-                                    sync=torch.cuda.synchronize if cuda else None)
-    result.update({"impl": "original", "config": args.config, "frames": args.frames, "size": args.size,
-                   "dtype": args.dtype, "device": str(device), "weights_mib": weights / _common.MiB,
-                   "build_s": build_s, "machine": _common.machine()})
-    if cuda:
-        result["peak_device_mib"] = torch.cuda.max_memory_allocated() / _common.MiB
+    info = {"impl": "original", "weights_mib": weights / _common.MiB, "build_s": build_s}
     if args.flops:
-        result["flops"] = _common.count_flops(step)
-    print(json.dumps(result))
+        info["flops"] = _common.count_flops(step)
+    _common.serve_steps(step, info, sync=torch.cuda.synchronize if device.type == "cuda" else None)
 
 
 if __name__ == "__main__":

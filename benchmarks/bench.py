@@ -8,10 +8,11 @@
 configuration, with random weights seeded by tensor name (so the original, given the same config,
 gets exactly the same weights): `tiny` = the test fixture's config, `mid` = the released widths
 (320/640/1280, cross-attention 2048) with one transformer layer per block, `full` = the release.
-Each implementation runs in a fresh process (`--original-python` names the original's virtual
-environment: it needs its own diffusers 0.21.4); the table gives seconds per step (median of the
-runs during which other processes used under a quarter of a core, when there are any), peak
-resident memory above the weights, and our/original ratios. `--flops` also counts the step's
+Each implementation runs in its own process (`--original-python` names the original's virtual
+environment: it needs its own diffusers 0.21.4), and steps alternate between them round by round,
+so a shared machine's drifts hit both alike. The table gives seconds per step (median of the
+rounds during which other processes used under a quarter of a core, when there are any), peak
+resident memory above the weights, and our/original ratios, also per round. `--flops` also counts the step's
 FLOPs and prints the fraction of this machine's fp32 matmul peak (a large torch.mm, measured here).
 
 `pipeline` times a whole call split into text encoding, sampling, decoding and writing a video
@@ -41,7 +42,7 @@ DTYPES = ("fp32", "bf16", "fp16", "fp8")
 
 # --- workers: one measurement each, in a fresh process --------------------------------------------
 
-def our_unet_worker(args) -> dict:
+def our_unet_worker(args) -> None:
     import torch
 
     from model.config import UNetConfig
@@ -77,17 +78,10 @@ def our_unet_worker(args) -> dict:
                       inputs["text_embeds"], inputs["time_ids"])
         assert torch.isfinite(out).all()
 
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    result = _common.time_unet_step(step, args.runs, args.min_clean, args.max_runs,
-                                    sync=torch.cuda.synchronize if cuda else None)
-    result.update({"impl": "ours", "weights_mib": weights / _common.MiB, "build_s": build_s})
-    if cuda:
-        result["peak_device_mib"] = torch.cuda.max_memory_allocated() / _common.MiB
+    info = {"impl": "ours", "weights_mib": weights / _common.MiB, "build_s": build_s}
     if args.flops:
-        result["flops"] = _common.count_flops(step)
-    return result
+        info["flops"] = _common.count_flops(step)
+    _common.serve_steps(step, info, sync=torch.cuda.synchronize if device.type == "cuda" else None)
 
 
 def pipeline_worker(args) -> dict:
@@ -177,48 +171,99 @@ def run_worker(command: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+class StepServer:
+    """A worker process holding one UNet, running a step whenever asked (see _common.serve_steps)."""
+
+    def __init__(self, command: list[str]):
+        self.command = command
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, cwd=REPO)
+        self.info = self._read()
+        self.runs: list[dict] = []
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.kill()
+            raise SystemExit(f"benchmark worker failed: {' '.join(self.command)}\n{self.process.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def step(self) -> dict:
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def measure_unets(servers: dict[str, StepServer], rounds: int, min_clean: int, max_rounds: int,
+                  clean_threshold: float = 0.25) -> dict[str, dict]:
+    """Alternate steps between the servers, round by round, after one warm-up round.
+
+    A round is clean when, during each of its steps, other processes used under `clean_threshold`
+    cores. Rounds continue until `rounds` rounds with `min_clean` clean ones, or `max_rounds`.
+    """
+    first = {name: server.step() for name, server in servers.items()}  # warm-up: peak counted, time not
+    clean_rounds = done = 0
+    while done < max_rounds and not (done >= rounds and clean_rounds >= min_clean):
+        results = {name: server.step() for name, server in servers.items()}
+        for name, result in results.items():
+            servers[name].runs.append(result)
+        clean_rounds += all(r["others_cores"] < clean_threshold for r in results.values())
+        done += 1
+    figures = {}
+    for name, server in servers.items():
+        peak = max([first[name]["peak_rss_mib"]] + [r["peak_rss_mib"] for r in server.runs])
+        figures[name] = {**server.info, **_common.summarise(server.runs, clean_threshold),
+                         "runs": server.runs, "first_call_s": first[name]["seconds"],
+                         "peak_above_weights_mib": peak - server.info["rss_weights_mib"]}
+        device_peaks = [r["peak_device_mib"] for r in [first[name], *server.runs] if "peak_device_mib" in r]
+        if device_peaks:
+            figures[name]["peak_device_mib"] = max(device_peaks)
+        server.close()
+    return figures
+
+
 def worker_flags(args) -> list[str]:
     return ["--config", args.config, "--frames", str(args.frames), "--size", str(args.size),
-            "--dtype", args.dtype, "--device", args.device, "--runs", str(args.runs),
-            "--min-clean", str(args.min_clean), "--max-runs", str(args.max_runs)] + (["--flops"] if args.flops else [])
+            "--dtype", args.dtype, "--device", args.device] + (["--flops"] if args.flops else [])
 
 
 def unet_table(args) -> None:
-    ours = run_worker([sys.executable, __file__, "worker-unet", *worker_flags(args),
-                       "--piece-budget", args.piece_budget] + (["--channels-last"] if args.channels_last else [])
-                      + (["--compile"] if args.compile else []))
-    rows = [("ours", ours)]
+    servers = {"ours": StepServer(
+        [sys.executable, __file__, "worker-unet", *worker_flags(args), "--piece-budget", args.piece_budget]
+        + (["--channels-last"] if args.channels_last else []) + (["--compile"] if args.compile else []))}
     if args.original:
-        original = run_worker([args.original_python, str(HERE / "_original_worker.py"), "--original", args.original,
-                               *worker_flags(args)])
-        rows.append(("original", original))
+        servers["original"] = StepServer([args.original_python, str(HERE / "_original_worker.py"),
+                                          "--original", args.original, *worker_flags(args)])
+    figures = measure_unets(servers, args.runs, args.min_clean, args.max_runs)
+    rows = list(figures.items())
     info = _common.machine()
     peak = _common.matmul_peak_gflops() if args.flops and args.device == "cpu" else None
     print(f"machine: {_common.describe(info)}")
     print(f"UNet step with CFG (batch 2): {args.config} config, {args.frames} frames at {args.size}x{args.size}, "
-          f"{args.dtype}, {args.device}")
+          f"{args.dtype}, {args.device}" + (", steps alternating between the two" if len(rows) == 2 else ""))
     if peak:
         print(f"fp32 matmul peak of this machine (4096x4096 torch.mm, best of 8): {peak:.0f} GFLOP/s")
     header = f"{'':10}{'s/step':>9}{'(clean runs)':>13}{'min s':>8}{'weights MiB':>13}{'peak above weights MiB':>24}"
     if args.flops:
         header += f"{'GFLOP':>9}{'GFLOP/s':>9}" + (f"{'of peak':>9}" if peak else "")
-    if args.device != "cpu":
-        header += f"{'peak device MiB':>17}"
     print(header)
+    both_clean = all(r["clean_median_s"] is not None for _, r in rows)
+    pick = (lambda r: r["clean_median_s"] if both_clean else r["median_s"])
     for name, r in rows:
-        seconds = r["clean_median_s"] if r["clean_median_s"] is not None else r["median_s"]
-        line = (f"{name:10}{seconds:9.2f}{r['clean_runs']:>7}/{len(r['runs']):<5}{r['min_s']:8.2f}"
+        line = (f"{name:10}{pick(r):9.2f}{r['clean_runs']:>7}/{len(r['runs']):<5}{r['min_s']:8.2f}"
                 f"{r['weights_mib']:13.0f}{r['peak_above_weights_mib']:24.0f}")
         if args.flops:
-            rate = r["flops"] / 1e9 / seconds
+            rate = r["flops"] / 1e9 / pick(r)
             line += f"{r['flops'] / 1e9:9.0f}{rate:9.0f}" + (f"{rate / peak:9.2f}" if peak else "")
-        if "peak_device_mib" in r:
-            line += f"{r['peak_device_mib']:17.0f}"
         print(line)
     if len(rows) == 2:
         (_, a), (_, b) = rows
-        pick = (lambda r: r["clean_median_s"] if a["clean_median_s"] and b["clean_median_s"] else r["median_s"])
-        print(f"ours/original: time {pick(a) / pick(b):.2f}x, "
+        ratios = sorted(x["seconds"] / y["seconds"] for x, y in zip(a["runs"], b["runs"]))
+        print(f"ours/original: time {pick(a) / pick(b):.2f}x (per round: {', '.join(f'{q:.2f}' for q in ratios)}), "
               f"peak memory above weights {a['peak_above_weights_mib'] / b['peak_above_weights_mib']:.2f}x")
 
 
@@ -245,9 +290,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=4, help="pipeline mode: sampling steps")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--min-clean", type=int, default=2, help="runs wanted with the machine otherwise idle")
-    parser.add_argument("--max-runs", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds (one step of each implementation)")
+    parser.add_argument("--min-clean", type=int, default=2, help="rounds wanted with the machine otherwise idle")
+    parser.add_argument("--max-runs", type=int, default=6, help="most rounds")
     parser.add_argument("--flops", action="store_true", help="count FLOPs and compare with the matmul peak")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile our UNet")
@@ -257,7 +302,7 @@ def main() -> None:
                         help="Python of the original's environment (diffusers 0.21.4)")
     args = parser.parse_args()
     if args.mode == "worker-unet":
-        print(json.dumps(our_unet_worker(args)))
+        our_unet_worker(args)
     elif args.mode == "worker-pipeline":
         print(json.dumps(pipeline_worker(args)))
     elif args.mode == "unet":

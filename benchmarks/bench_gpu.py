@@ -12,8 +12,6 @@ even a perfect H200 needs about 30-40 ms. Without a CUDA device it says so and e
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,6 +36,7 @@ def main() -> None:
         return
     sys.path.insert(0, str(HERE))
     import _common
+    import bench
 
     print(f"machine: {_common.describe(_common.machine())}")
     print(f"UNet step with CFG (batch 2), {args.config} config, {args.frames} frames at {args.size}x{args.size}"
@@ -47,14 +46,14 @@ def main() -> None:
     for dtype in args.dtypes:
         command = [sys.executable, str(HERE / "bench.py"), "worker-unet", "--config", args.config,
                    "--frames", str(args.frames), "--size", str(args.size), "--dtype", dtype, "--device", "cuda",
-                   "--runs", "10", "--min-clean", "0", "--max-runs", "10", "--flops"]
+                   "--flops"]
         command += ["--compile"] if args.compile else []
         command += ["--channels-last"] if args.channels_last else []
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"{dtype:8} failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
+        try:
+            r = bench.measure_unets({dtype: bench.StepServer(command)}, rounds=10, min_clean=0, max_rounds=10)[dtype]
+        except SystemExit as error:
+            print(f"{dtype:8} failed: {str(error).strip().splitlines()[-1]}")
             continue
-        r = json.loads(result.stdout.strip().splitlines()[-1])
         seconds = r["median_s"]
         tflops = r["flops"] / 1e12 / seconds
         line = (f"{dtype:8}{seconds * 1000:10.1f}{1 / seconds:8.2f}{r['peak_device_mib']:15.0f}"
