@@ -310,25 +310,27 @@ def test_tiled_decode_bounds_each_decoder_call(pipe):
         decode_latents(vae, latents, tile_size=60)
 
 
-def test_long_video_end_to_end(pipe):
-    """80 frames (10 s at 8 fps) with no context options: windows switch on by themselves."""
-    frames = pipe("a cat", frames=80, width=64, height=64, steps=1, seed=3)
-    assert frames.shape == (80, 64, 64, 3) and torch.isfinite(frames).all()
+def test_ten_seconds_at_1280x720_end_to_end(pipe):
+    """80 frames (10 s at 8 fps) at 1280x720 with the defaults: windows and tiles switch on by themselves.
 
-
-def test_large_frames_end_to_end(pipe):
-    """1280x720 through windows and the tiled decode.
-
-    80 frames at this size take minutes on 2 CPU cores even with the tiny model (its UNet needs
-    about 0.6 s per frame of a window, its VAE 0.7 s per frame): past the tests' budget. The
-    80-frame run at 1280x720 is in benchmarks/bench_long_video.py; here, 6 frames in windows of 4.
+    About 150 s on 2 CPU cores (one step, no CFG): the UNet runs about 20 windows of 8 frames, the VAE
+    20 chunks of 4 frames in 8 tiles each. Every UNet and decoder call is recorded to show that
+    none of them sees the whole video or the whole frame.
     """
-    shapes, handle = record_decoder_inputs(pipe.vae)
+    unet_calls = []  # (frames, timestep) of each UNet call
+    unet_handle = pipe.unet.register_forward_pre_hook(
+        lambda module, args: unet_calls.append((args[0].shape[2], int(args[1].flatten()[0]))))
+    tiles, vae_handle = record_decoder_inputs(pipe.vae)
     try:
-        frames = pipe("a cat", frames=6, width=1280, height=720, steps=1, guidance=1.0,
-                      context=ContextOptions(length=4, overlap=2, schedule="static"), vae_tiling="auto")
+        frames = pipe("a cat", frames=80, width=1280, height=720, steps=1, guidance=1.0, seed=3)
     finally:
-        handle.remove()
-    assert frames.shape == (6, 720, 1280, 3) and torch.isfinite(frames).all()
-    # Tiles of 512 px (64 latents, every 48): 2 rows x 4 columns for each of 2 chunks of 4 frames.
-    assert len(shapes) == 2 * 2 * 4 and all(s[0] <= 4 and s[2] <= 64 and s[3] <= 64 for s in shapes)
+        unet_handle.remove()
+        vae_handle.remove()
+    assert frames.shape == (80, 720, 1280, 3) and torch.isfinite(frames).all()
+    assert frames.std() > 0.01 and (frames[1:] - frames[:-1]).abs().amax() > 0  # a picture, and it moves
+    # Windows of 8 overlapping by 4 (the uniform schedule shifts them with the timestep): about 20.
+    (_, timestep), = set(unet_calls)
+    windows = context_windows(80, ContextOptions(), timestep)
+    assert unet_calls == [(8, timestep)] * len(windows) and 19 <= len(windows) <= 20
+    # 512 px tiles (64 latents, every 48): 2 rows x 4 columns for each of 20 chunks of 4 frames.
+    assert len(tiles) == 20 * 2 * 4 and all(s[0] <= 4 and s[2] <= 64 and s[3] <= 64 for s in tiles)
