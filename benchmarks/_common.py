@@ -44,6 +44,11 @@ def reset_peak() -> bool:
         return False
 
 
+def state_mib(*modules: torch.nn.Module) -> float:
+    """MiB of the modules' parameters and buffers as stored (fp8 weights count one byte each)."""
+    return sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values()) / MiB
+
+
 def settle() -> float:
     """Collect garbage and give freed heap back to the OS, then return the resident MiB.
 
@@ -229,7 +234,8 @@ def random_tensor(key: str, shape, dtype=torch.float32) -> torch.Tensor:
 
 
 def fill_randomly(module: torch.nn.Module, dtype=torch.float32) -> None:
-    """Overwrite every parameter and buffer of `module` (already allocated) with `random_tensor`."""
+    """`module` (already allocated) cast to `dtype`, every parameter and buffer overwritten with `random_tensor`."""
+    module.to(dtype)  # casts floating-point tensors only; copy_ alone would keep their old dtype
     with torch.no_grad():
         for key, tensor in module.state_dict().items():
             tensor.copy_(random_tensor(key, tensor.shape, dtype))

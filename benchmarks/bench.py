@@ -92,8 +92,13 @@ def pipeline_worker(args) -> dict:
 
     device = torch.device(args.device)
     started = time.perf_counter()
-    pipe = build_pipeline(args.config, args.dtype, device)
+    # With offload the weights are built on the CPU, where they rest between their stages.
+    pipe = build_pipeline(args.config, args.dtype, device if args.offload == "none" else torch.device("cpu"))
+    pipe.enable_offload(args.offload, device)
     load_s = time.perf_counter() - started
+    weights = {name: _common.state_mib(*modules) for name, modules in
+               (("unet", [pipe.unet]), ("vae", [pipe.vae]),
+                ("text encoders", [pipe.text.text_encoder, pipe.text.text_encoder_2]))}
     settings = Settings(width=args.size, height=args.size, frames=args.frames, steps=args.steps)
     cuda = device.type == "cuda"
     if cuda:
@@ -114,7 +119,7 @@ def pipeline_worker(args) -> dict:
             write_video(frames, Path(folder) / "video.mp4")
         stages["writing"] = timed.seconds
     result = {"impl": "ours", "load_s": load_s, "stages_s": stages, "peak_above_loaded_mib": rss.peak - base,
-              "steps": args.steps}
+              "steps": args.steps, "weights_mib": weights}
     if cuda:
         result["peak_device_mib"] = torch.cuda.max_memory_allocated() / _common.MiB
     return result
@@ -139,7 +144,7 @@ def build_pipeline(config_name: str, dtype: str, device):
     from model.tokenizers import byte_level_tokenizers
     from model.unet import HotshotXLUNet
 
-    torch_dtype = resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype("bf16" if dtype == "fp8" else dtype, device)
 
     def random_module(cls, *config):
         with torch.device("meta"):
@@ -153,6 +158,10 @@ def build_pipeline(config_name: str, dtype: str, device):
         return CLIPTextConfig(**{**config, "vocab_size": 514, "bos_token_id": 512, "eos_token_id": 513})
 
     unet = random_module(HotshotXLUNet, UNetConfig.from_dict(_common.diffusers_config(config_name)))
+    if dtype == "fp8":
+        from model.loading import store_fp8  # the loader's own conversion
+
+        store_fp8(unet)
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(shipped_config("vae"))
     vae = vae.to_empty(device="cpu").eval().requires_grad_(False)
@@ -270,10 +279,14 @@ def unet_table(args) -> None:
 def pipeline_table(args) -> None:
     r = run_worker([sys.executable, __file__, "worker-pipeline", "--config", args.config, "--frames",
                     str(args.frames), "--size", str(args.size), "--dtype", args.dtype, "--device", args.device,
-                    "--steps", str(args.steps)])
+                    "--steps", str(args.steps), "--offload", args.offload])
     print(f"machine: {_common.describe(_common.machine())}")
     print(f"text to video: {args.config} config, {args.frames} frames at {args.size}x{args.size}, "
-          f"{args.steps} steps, {args.dtype}, {args.device} (loading took {r['load_s']:.1f} s)")
+          f"{args.steps} steps, {args.dtype}, {args.device}, offload {args.offload} "
+          f"(loading took {r['load_s']:.1f} s)")
+    if args.offload != "none" and args.device == "cpu":
+        print("  (offload moves weights to the compute device: with --device cpu they never leave the CPU)")
+    print("  weights: " + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in r["weights_mib"].items()))
     for stage, seconds in r["stages_s"].items():
         print(f"  {stage:15}{seconds:9.2f} s")
     print(f"  {'total':15}{sum(r['stages_s'].values()):9.2f} s, peak host memory above the loaded "
@@ -290,6 +303,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=4, help="pipeline mode: sampling steps")
+    parser.add_argument("--offload", choices=["none", "model", "sequential"], default="none",
+                        help="pipeline mode: weights rest on the CPU (see model/offload.py)")
     parser.add_argument("--runs", type=int, default=3, help="timed rounds (one step of each implementation)")
     parser.add_argument("--min-clean", type=int, default=2, help="rounds wanted with the machine otherwise idle")
     parser.add_argument("--max-runs", type=int, default=6, help="most rounds")

@@ -1,12 +1,14 @@
 """GPU figures for the released model: UNet steps per second and peak VRAM at 512x512x8.
 
-    python benchmarks/bench_gpu.py [--dtypes bf16 fp8] [--compile] [--channels-last]
+    python benchmarks/bench_gpu.py [--dtypes bf16 fp8] [--compile] [--channels-last] [--offload none model sequential]
 
 Runs `bench.py`'s UNet worker on CUDA with the full Hotshot-XL config (random weights), one CFG
 step (batch 2) per iteration, for each dtype, and prints it/s, peak device memory and the achieved
 TFLOP/s (FLOPs counted by torch's FlopCounterMode) against the GPU's dense bf16 peak when given
 with `--peak-tflops` (an H200 or H100 SXM: about 990). For scale: one step is about 30 TFLOP, so
-even a perfect H200 needs about 30-40 ms. Without a CUDA device it says so and exits.
+even a perfect H200 needs about 30-40 ms. Then, for each `--offload` mode and dtype, a whole
+text-to-video call (`bench.py pipeline`'s worker, `--pipeline-steps` steps) with its peak VRAM:
+what offloading saves on small cards. Without a CUDA device it says so and exits.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for the fraction column")
+    parser.add_argument("--offload", nargs="*", default=["none", "model", "sequential"],
+                        choices=["none", "model", "sequential"], help="pipeline runs, one per mode (none: skip)")
+    parser.add_argument("--pipeline-steps", type=int, default=2)
     args = parser.parse_args()
 
     import torch
@@ -61,6 +66,28 @@ def main() -> None:
         if args.peak_tflops:
             line += f"{tflops / args.peak_tflops:9.2f}"
         print(line)
+
+    if args.offload:
+        pipeline_table(args, bench)
+
+
+def pipeline_table(args, bench) -> None:
+    print(f"text to video, {args.config} config, {args.frames} frames at {args.size}x{args.size}, "
+          f"{args.pipeline_steps} steps with CFG")
+    print(f"{'dtype':8}{'offload':>12}{'s/step':>9}{'total s':>9}{'peak VRAM MiB':>15}{'host peak +MiB':>16}")
+    for dtype in args.dtypes:
+        for offload in args.offload:
+            command = [sys.executable, str(HERE / "bench.py"), "worker-pipeline", "--config", args.config,
+                       "--frames", str(args.frames), "--size", str(args.size), "--dtype", dtype,
+                       "--device", "cuda", "--steps", str(args.pipeline_steps), "--offload", offload]
+            try:
+                r = bench.run_worker(command)
+            except SystemExit as error:
+                print(f"{dtype:8}{offload:>12} failed: {str(error).strip().splitlines()[-1]}")
+                continue
+            stages = r["stages_s"]
+            print(f"{dtype:8}{offload:>12}{stages['sampling'] / args.pipeline_steps:9.2f}{sum(stages.values()):9.1f}"
+                  f"{r['peak_device_mib']:15.0f}{r['peak_above_loaded_mib']:16.0f}")
 
 
 if __name__ == "__main__":
