@@ -23,7 +23,15 @@ from pathlib import Path
 import torch
 
 MiB = 1024 * 1024
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fixtures() -> Path:
+    """The shared test fixtures: $HOTSHOT_XL_FIXTURES, else ../shared/fixtures next to the repository."""
+    for candidate in (os.environ.get("HOTSHOT_XL_FIXTURES"), REPO.parent / "shared" / "fixtures"):
+        if candidate and (Path(candidate) / "hotshot-xl-tiny").is_dir():
+            return Path(candidate)
+    sys.exit("hotshot-xl-tiny not found: set HOTSHOT_XL_FIXTURES to the folder holding it")
 
 
 # --- host memory ------------------------------------------------------------------------------
@@ -193,9 +201,9 @@ def diffusers_config(name: str) -> dict:
     layer per block (spatial cost like SD1.5-sized attention, same temporal layers).
     """
     if name == "tiny":
-        config = json.loads((FIXTURES / "hotshot-xl-tiny" / "unet" / "config.json").read_text())
+        config = json.loads((fixtures() / "hotshot-xl-tiny" / "unet" / "config.json").read_text())
     else:
-        config = dict(json.loads((FIXTURES / "hotshot_xl_unet_keys.json").read_text())["config"])
+        config = dict(json.loads((fixtures() / "hotshot_xl_unet_keys.json").read_text())["config"])
         if name == "mid":
             config["transformer_layers_per_block"] = [1, 1, 1]
         elif name != "full":

@@ -132,7 +132,7 @@ def build_pipeline(config_name: str, dtype: str, device):
     from model.pipeline import load_pipeline
 
     if config_name == "tiny":
-        return load_pipeline(_common.FIXTURES / "hotshot-xl-tiny", dtype=dtype, device=device)
+        return load_pipeline(_common.fixtures() / "hotshot-xl-tiny", dtype=dtype, device=device)
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 

@@ -17,68 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
-MiB = 1024 * 1024
 
-
-def status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-class PeakRss:
-    """Peak resident MiB over a `with` block: VmRSS sampled in a thread, and VmHWM where it can be reset."""
-
-    def __init__(self, period: float = 0.005):
-        self.period = period
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        try:  # "5" resets the kernel's peak counter (VmHWM) to the current RSS
-            Path("/proc/self/clear_refs").write_text("5")
-            self._hwm = True
-        except OSError:
-            self._hwm = False
-        self.start = self.peak = status_mib("VmRSS")
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(self.period):
-            self.peak = max(self.peak, status_mib("VmRSS"))
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, status_mib("VmRSS"), status_mib("VmHWM") if self._hwm else 0.0)
-
-
-def machine() -> str:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
-
-
-def fixtures() -> Path:
-    for candidate in (os.environ.get("HOTSHOT_XL_FIXTURES"), REPO.parent / "shared" / "fixtures"):
-        if candidate and (Path(candidate) / "hotshot-xl-tiny").is_dir():
-            return Path(candidate)
-    sys.exit("hotshot-xl-tiny not found: set HOTSHOT_XL_FIXTURES to the folder holding it")
+from _common import MiB, PeakRss, describe, fixtures, machine, status_mib  # noqa: E402
 
 
 def measure(args) -> dict:
@@ -129,7 +78,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe(machine())}")
     print(f"hotshot-xl-tiny, fp32, {args.width}x{args.height}, {args.steps} steps, guidance {args.guidance:g}, "
           f"VAE tiling {args.vae_tiling}; each case in a fresh process")
     print(f"{'frames':>6} {'windows':>7} {'peak RSS':>9} {'sampling':>9} {'decoding':>9} {'output':>8} "

@@ -208,6 +208,21 @@ class Upsample(nn.Module):
         return out
 
 
+def attention_layers(config: UNetConfig, block: int, channels: int, layers: int,
+                     cross_attention: bool) -> tuple[nn.ModuleList | None, nn.ModuleList]:
+    """The layers after each of a block's resnets: spatial transformers sized as down block `block`
+    (None where the block has no cross-attention) and temporal layers (every down and up block)."""
+    spatial = nn.ModuleList(
+        SpatialTransformer(channels, config.attention_heads[block], config.transformer_layers_per_block[block], config)
+        for _ in range(layers)
+    ) if cross_attention else None
+    temporal = nn.ModuleList(
+        TransformerTemporal(channels, config.temporal_heads, config.temporal_max_frames, config.norm_num_groups)
+        for _ in range(layers)
+    )
+    return spatial, temporal
+
+
 class DownBlock(nn.Module):
     """Resnets, each followed by a spatial transformer (if `cross_attention`) and a temporal layer."""
 
@@ -220,18 +235,8 @@ class DownBlock(nn.Module):
             ResnetBlock(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps)
             for i in range(layers)
         )
-        if config.down_cross_attention[index]:
-            self.attentions = nn.ModuleList(
-                SpatialTransformer(out_channels, config.attention_heads[index],
-                                   config.transformer_layers_per_block[index], config)
-                for _ in range(layers)
-            )
-        else:
-            self.attentions = None
-        self.temporal_attentions = nn.ModuleList(
-            TransformerTemporal(out_channels, config.temporal_heads, config.temporal_max_frames, groups)
-            for _ in range(layers)
-        )
+        self.attentions, self.temporal_attentions = attention_layers(
+            config, index, out_channels, layers, config.down_cross_attention[index])
         is_last = index == config.num_blocks - 1
         self.downsamplers = None if is_last else nn.ModuleList([Downsample(out_channels)])
 
@@ -291,18 +296,8 @@ class UpBlock(nn.Module):
             in_channels = prev_channels if i == 0 else out_channels
             resnets.append(ResnetBlock(in_channels + skip_channels, out_channels, temb_channels, groups, eps))
         self.resnets = nn.ModuleList(resnets)
-        if config.up_cross_attention[index]:
-            self.attentions = nn.ModuleList(
-                SpatialTransformer(out_channels, config.attention_heads[block],
-                                   config.transformer_layers_per_block[block], config)
-                for _ in range(layers)
-            )
-        else:
-            self.attentions = None
-        self.temporal_attentions = nn.ModuleList(
-            TransformerTemporal(out_channels, config.temporal_heads, config.temporal_max_frames, groups)
-            for _ in range(layers)
-        )
+        self.attentions, self.temporal_attentions = attention_layers(
+            config, block, out_channels, layers, config.up_cross_attention[index])
         is_last = index == config.num_blocks - 1
         self.upsamplers = None if is_last else nn.ModuleList([Upsample(out_channels)])
 

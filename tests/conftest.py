@@ -55,3 +55,12 @@ def import_pack(name: str = PACK_NAME):
 @pytest.fixture(scope="session")
 def pack():
     return import_pack()
+
+
+@pytest.fixture
+def host_env(monkeypatch, models_dir, tmp_path):
+    """The pack's stand-ins for ComfyUI's folders, without ComfyUI: models from `models_dir` (each
+    test module lays out its own), outputs into a fresh folder, whose path is returned."""
+    monkeypatch.setenv("HOTSHOT_XL_MODELS", str(models_dir))
+    monkeypatch.setenv("HOTSHOT_XL_OUTPUT", str(tmp_path / "output"))
+    return tmp_path / "output"

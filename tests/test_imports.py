@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.pack_import import comfyui_style_import
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -14,20 +16,6 @@ def run_python(code: str, cwd, extra_path=()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, extra_path))}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
-
-
-def comfyui_style_import(folder) -> str:
-    """ComfyUI's loader: module named after the folder's path, submodules searched inside it."""
-    return f"""
-        import importlib.util, sys
-        folder = {str(folder)!r}
-        name = folder.replace(".", "_x_")
-        spec = importlib.util.spec_from_file_location(name, folder + "/__init__.py",
-                                                      submodule_search_locations=[folder])
-        pack = importlib.util.module_from_spec(spec)
-        sys.modules[name] = pack
-        spec.loader.exec_module(pack)
-    """
 
 
 def test_top_level_model_import_is_cheap():

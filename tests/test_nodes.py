@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.schedulers import SCHEDULERS
+from tests.pack_import import comfyui_style_import
 from tests.pack_graph import function_parameters, input_specs, is_widget, value_problems
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +28,10 @@ GOLDEN_TOLERANCE = 2e-3
 
 def submodule(pack, name):
     return importlib.import_module(f"{pack.__name__}.{name}")
+
+
+# Every test sees the models folder below and its own output folder (conftest's host_env).
+pytestmark = pytest.mark.usefixtures("host_env")
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +48,6 @@ def models_dir(tmp_path_factory, fixtures_dir, tiny_model_dir):
         link.symlink_to(target, target_is_directory=target.is_dir())
     (root / "checkpoints" / "old.ckpt").write_bytes(b"not listed")
     return root
-
-
-@pytest.fixture(autouse=True)
-def host_env(monkeypatch, models_dir, tmp_path):
-    monkeypatch.setenv("HOTSHOT_XL_MODELS", str(models_dir))
-    monkeypatch.setenv("HOTSHOT_XL_OUTPUT", str(tmp_path / "output"))
-    return tmp_path / "output"
 
 
 @pytest.fixture(scope="module")
@@ -163,15 +161,7 @@ def test_option_lists_are_exactly_the_library_choices(nodes):
 def test_importing_and_listing_nodes_loads_no_heavy_library(tmp_path):
     folder = tmp_path / "Any Folder.name"
     folder.symlink_to(REPO_ROOT, target_is_directory=True)
-    code = f"""
-        import importlib.util, sys
-        folder = {str(folder)!r}
-        name = folder.replace(".", "_x_")
-        spec = importlib.util.spec_from_file_location(name, folder + "/__init__.py",
-                                                      submodule_search_locations=[folder])
-        pack = importlib.util.module_from_spec(spec)
-        sys.modules[name] = pack
-        spec.loader.exec_module(pack)
+    code = comfyui_style_import(folder) + """
         for cls in pack.NODE_CLASS_MAPPINGS.values():
             cls.INPUT_TYPES()
         heavy = [m for m in ("torch", "diffusers", "transformers", "av") if m in sys.modules]

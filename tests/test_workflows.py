@@ -24,6 +24,10 @@ RELEASE_SIZES = {(672, 384), (512, 512)}
 FRAME_TOLERANCE = 1e-4
 
 
+# Every test sees the models folder below and its own output folder (conftest's host_env).
+pytestmark = pytest.mark.usefixtures("host_env")
+
+
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, fixtures_dir):
     root = tmp_path_factory.mktemp("models")
@@ -32,13 +36,6 @@ def models_dir(tmp_path_factory, fixtures_dir):
         target = fixtures_dir / fixture
         (root / folder / name).symlink_to(target, target_is_directory=target.is_dir())
     return root
-
-
-@pytest.fixture(autouse=True)
-def host_env(monkeypatch, models_dir, tmp_path):
-    monkeypatch.setenv("HOTSHOT_XL_MODELS", str(models_dir))
-    monkeypatch.setenv("HOTSHOT_XL_OUTPUT", str(tmp_path / "output"))
-    return tmp_path / "output"
 
 
 @pytest.fixture(scope="module")
