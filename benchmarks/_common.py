@@ -242,11 +242,13 @@ def random_tensor(key: str, shape, dtype=torch.float32) -> torch.Tensor:
 
 
 def fill_randomly(module: torch.nn.Module, dtype=torch.float32) -> None:
-    """`module` (already allocated) cast to `dtype`, every parameter and buffer overwritten with `random_tensor`."""
+    """`module` (already allocated) cast to `dtype`, its floating-point parameters and buffers overwritten
+    with `random_tensor`."""
     module.to(dtype)  # casts floating-point tensors only; copy_ alone would keep their old dtype
     with torch.no_grad():
         for key, tensor in module.state_dict().items():
-            tensor.copy_(random_tensor(key, tensor.shape, dtype))
+            if tensor.is_floating_point():  # integer buffers (CLIP's position_ids) keep their values
+                tensor.copy_(random_tensor(key, tensor.shape, dtype))
 
 
 def unet_inputs(config: dict, frames: int, size: int, batch: int = 2, seed: int = 0) -> dict:

@@ -146,10 +146,13 @@ def build_pipeline(config_name: str, dtype: str, device):
 
     torch_dtype = resolve_dtype("bf16" if dtype == "fp8" else dtype, device)
 
-    def random_module(cls, *config):
-        with torch.device("meta"):
+    def random_module(cls, *config, meta=True):
+        # On the meta device nothing is initialised, which is quick; but non-persistent buffers
+        # (CLIP's position_ids) are not in the state dict that fill_randomly fills, so text
+        # encoders are built for real.
+        with torch.device("meta" if meta else "cpu"):
             module = cls(*config)
-        module = module.to_empty(device="cpu").eval().requires_grad_(False)
+        module = (module.to_empty(device="cpu") if meta else module).eval().requires_grad_(False)
         _common.fill_randomly(module, torch_dtype)
         return module.to(device)
 
@@ -166,8 +169,9 @@ def build_pipeline(config_name: str, dtype: str, device):
         vae = AutoencoderKL.from_config(shipped_config("vae"))
     vae = vae.to_empty(device="cpu").eval().requires_grad_(False)
     _common.fill_randomly(vae, torch_dtype)
-    text = TextEncoders(*byte_level_tokenizers(), random_module(CLIPTextModel, text_config("text_encoder")),
-                        random_module(CLIPTextModelWithProjection, text_config("text_encoder_2")))
+    text = TextEncoders(*byte_level_tokenizers(),
+                        random_module(CLIPTextModel, text_config("text_encoder"), meta=False),
+                        random_module(CLIPTextModelWithProjection, text_config("text_encoder_2"), meta=False))
     return HotshotXLPipeline(unet, vae.to(device), text, shipped_config("scheduler"), name=config_name)
 
 
