@@ -15,8 +15,10 @@ from importlib import import_module
 from .errors import HotshotError, InputError, ModelFileError
 
 _LAZY = {
+    "ContextOptions": ".context",
     "HotshotXLPipeline": ".pipeline",
     "HotshotXLUNet": ".unet",
+    "SchedulerOptions": ".schedulers",
     "Settings": ".pipeline",
     "UNetConfig": ".config",
     "load_pipeline": ".pipeline",

@@ -21,7 +21,7 @@ from .loading import classify, load_unet
 from .offload import OFFLOAD_MODES, Offloader, unet_units
 from .precision import resolve_device, resolve_precision
 from .sampling import Conditions, StepCallback, denoise, guided_predictor, initial_noise, micro_conditioning
-from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, make_scheduler
+from .schedulers import DEFAULT_SCHEDULER, SchedulerOptions, make_scheduler, scheduler_options
 from .text import TextEncoders
 from .unet import HotshotXLUNet
 
@@ -46,7 +46,7 @@ class Settings:
     steps: int = 30
     guidance: float = 5.0
     seed: int = 455
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str | SchedulerOptions = DEFAULT_SCHEDULER  # a name, or one with options
     original_size: tuple[int, int] = (1920, 1080)  # width, height, as inference.py passes them
     target_size: tuple[int, int] = (512, 512)
     decode_chunk: int = 4
@@ -66,8 +66,7 @@ class Settings:
                 raise InputError(name, f"must be a positive whole number, got {value!r}")
         if not (self.guidance >= 0):
             raise InputError("guidance", f"must be zero or more, got {self.guidance!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise InputError("scheduler", f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        scheduler_options(self.scheduler)
         for name in ("original_size", "target_size"):
             size = getattr(self, name)
             if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):

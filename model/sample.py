@@ -16,7 +16,7 @@ from .decode import VAE_TILING
 from .errors import HotshotError, InputError
 from .offload import OFFLOAD_MODES
 from .pipeline import ASPECT_BUCKETS, Settings, check_speed_options
-from .schedulers import SCHEDULERS
+from .schedulers import PREDICTION_TYPES, SCHEDULERS, TIMESTEP_SPACINGS, SchedulerOptions
 from .video import DEFAULT_FPS, VIDEO_FORMATS, check_output
 
 WHERE_TO_GET_WEIGHTS = """no model given. Hotshot-XL's weights are at https://huggingface.co/hotshotco/Hotshot-XL:
@@ -30,7 +30,9 @@ WHERE_TO_GET_WEIGHTS = """no model given. Hotshot-XL's weights are at https://hu
 FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "steps": "--steps",
            "guidance": "--guidance", "scheduler": "--scheduler", "original_size": "--original-size",
            "target_size": "--target-size", "decode_chunk": "--decode-chunk", "seed": "--seed",
-           "noise": "--noise", "vae_tiling": "--vae-tiling", "offload": "--offload", "compile": "--compile"}
+           "noise": "--noise", "vae_tiling": "--vae-tiling", "offload": "--offload", "compile": "--compile",
+           "timestep_spacing": "--timestep-spacing", "prediction_type": "--prediction-type",
+           "zero_terminal_snr": "--zero-terminal-snr"}
 # ContextOptions fields and their flags; a flag left unset keeps the field's default.
 CONTEXT_FLAGS = {"length": "--context-length", "overlap": "--context-overlap", "stride": "--context-stride",
                  "schedule": "--context-schedule", "weighting": "--context-weighting", "loop": "--context-loop"}
@@ -70,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (off at <= 1)")
     gen.add_argument("--seed", type=int, default=455)
     gen.add_argument("--scheduler", default="euler_a", choices=list(SCHEDULERS))
+    gen.add_argument("--timestep-spacing", choices=TIMESTEP_SPACINGS,
+                     help="how the steps spread over the training timesteps (default: the model's scheduler "
+                     "config; the release's is leading; trailing suits few steps and zero-SNR models)")
+    gen.add_argument("--prediction-type", choices=PREDICTION_TYPES,
+                     help="what the UNet predicts (default: the model's; v_prediction for SDXL fine-tunes "
+                     "trained that way)")
+    gen.add_argument("--zero-terminal-snr", action="store_true",
+                     help="rescale the noise schedule to end on pure noise, for models trained with zero "
+                     "terminal SNR")
     gen.add_argument("--original-size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"),
                      help="SDXL size conditioning, width first as in the original inference.py")
     gen.add_argument("--target-size", type=int, nargs=2, default=(512, 512), metavar=("W", "H"))
@@ -112,12 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args) -> Settings:
-    settings = Settings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
-                        guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
-                        original_size=tuple(args.original_size), target_size=tuple(args.target_size),
-                        decode_chunk=args.decode_chunk, noise=args.noise, vae_tiling=args.vae_tiling,
-                        context=_context(args))
     try:
+        scheduler = SchedulerOptions(args.scheduler, args.timestep_spacing, args.prediction_type,
+                                     args.zero_terminal_snr)
+        settings = Settings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
+                            guidance=args.guidance, seed=args.seed, scheduler=scheduler,
+                            original_size=tuple(args.original_size), target_size=tuple(args.target_size),
+                            decode_chunk=args.decode_chunk, noise=args.noise, vae_tiling=args.vae_tiling,
+                            context=_context(args))
         settings.check()
     except InputError as error:
         raise InputError(FLAG_OF.get(error.name, error.name), error.problem) from None

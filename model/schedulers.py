@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -30,9 +32,62 @@ SCHEDULERS = {
 DEFAULT_SCHEDULER = "euler_a"
 
 
-def make_scheduler(name: str, config: dict, **overrides):
-    """A fresh scheduler (they hold per-run state) from the model folder's scheduler config."""
-    if name not in SCHEDULERS:
-        raise InputError("scheduler", f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    cls, defaults, _ = SCHEDULERS[name]
-    return cls.from_config(config, **{**defaults, **overrides})
+# Options every scheduler above takes (diffusers config keys), with the values users may pick.
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    """A scheduler with options that override the model folder's scheduler config (None keeps it).
+
+    - `name`: one of SCHEDULERS.
+    - `timestep_spacing`: how the steps spread over the 1000 training timesteps: "leading" (the
+      release's config), "trailing" (ends on pure noise: better with few steps and zero-SNR models)
+      or "linspace".
+    - `prediction_type`: what the UNet predicts: "epsilon" (the release and SDXL base) or
+      "v_prediction" (for SDXL fine-tunes trained that way, with the temporal layers).
+    - `zero_terminal_snr`: rescale the noise schedule so its last step is pure noise, as models
+      trained with zero terminal SNR expect (goes with v_prediction and "trailing").
+    Checked when made: a bad value raises InputError naming the field.
+    """
+
+    name: str = DEFAULT_SCHEDULER
+    timestep_spacing: str | None = None
+    prediction_type: str | None = None
+    zero_terminal_snr: bool = False
+
+    def __post_init__(self):
+        if self.name not in SCHEDULERS:
+            raise InputError("scheduler", f"unknown scheduler {self.name!r}; choose one of {', '.join(SCHEDULERS)}")
+        for field, allowed in (("timestep_spacing", TIMESTEP_SPACINGS), ("prediction_type", PREDICTION_TYPES)):
+            value = getattr(self, field)
+            if value is not None and value not in allowed:
+                raise InputError(field, f"must be one of {', '.join(allowed)} (or None: the model's), got {value!r}")
+        if not isinstance(self.zero_terminal_snr, bool):
+            raise InputError("zero_terminal_snr", f"must be True or False, got {self.zero_terminal_snr!r}")
+
+    def overrides(self) -> dict:
+        """The diffusers config entries these options set."""
+        chosen = {"timestep_spacing": self.timestep_spacing, "prediction_type": self.prediction_type}
+        overrides = {key: value for key, value in chosen.items() if value is not None}
+        if self.zero_terminal_snr:
+            overrides["rescale_betas_zero_snr"] = True
+        return overrides
+
+
+def scheduler_options(scheduler: str | SchedulerOptions) -> SchedulerOptions:
+    """A scheduler name, or options already made, as SchedulerOptions (InputError if neither)."""
+    if isinstance(scheduler, SchedulerOptions):
+        return scheduler
+    if isinstance(scheduler, str):
+        return SchedulerOptions(scheduler)
+    raise InputError("scheduler", f"must be a scheduler name or SchedulerOptions(...), got {scheduler!r}")
+
+
+def make_scheduler(name: str | SchedulerOptions, config: dict, **overrides):
+    """A fresh scheduler (they hold per-run state) from the model folder's scheduler config, with
+    the options of `name` (a name or SchedulerOptions) and then `overrides` applied."""
+    options = scheduler_options(name)
+    cls, defaults, _ = SCHEDULERS[options.name]
+    return cls.from_config(config, **{**defaults, **options.overrides(), **overrides})

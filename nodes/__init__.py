@@ -6,7 +6,7 @@ is the host) and nothing else: no weights, no threads, no torch/diffusers import
 
 from . import host
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
-from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLTextEncode
+from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
 from .video import HotshotXLDecode, HotshotXLSaveVideo
 
 host.register_model_folders()
@@ -16,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLCheckpointLoader": HotshotXLCheckpointLoader,
     "HotshotXLTextEncode": HotshotXLTextEncode,
     "HotshotXLSampler": HotshotXLSampler,
+    "HotshotXLScheduler": HotshotXLScheduler,
     "HotshotXLDecode": HotshotXLDecode,
     "HotshotXLSaveVideo": HotshotXLSaveVideo,
     "HotshotXLContextOptions": HotshotXLContextOptions,
@@ -26,6 +27,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLCheckpointLoader": "Hotshot-XL Loader (SDXL checkpoint + temporal layers)",
     "HotshotXLTextEncode": "Hotshot-XL Text Encode",
     "HotshotXLSampler": "Hotshot-XL Sampler",
+    "HotshotXLScheduler": "Hotshot-XL Scheduler",
     "HotshotXLDecode": "Hotshot-XL Decode",
     "HotshotXLSaveVideo": "Hotshot-XL Save Video",
     "HotshotXLContextOptions": "Hotshot-XL Context Options",

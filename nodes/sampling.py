@@ -19,6 +19,10 @@ LATENT_CHANNELS = 4
 # (tests check that both agree).
 SCHEDULER_NAMES = ["euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm"]
 DEFAULT_SCHEDULER = "euler_a"
+SCHEDULER = "HOTSHOT_XL_SCHEDULER"
+MODEL_DEFAULT = "model default"  # keep the model folder's scheduler config
+TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"]
+PREDICTION_TYPES = ["epsilon", "v_prediction"]
 
 # model/context.py's choices, named here for the same reason (tests check that they agree).
 CONTEXT_LENGTH_MAX = 24
@@ -161,6 +165,8 @@ class HotshotXLSampler:
                                         "tooltip": "Initial noise. independent: a fresh draw for every frame, as the "
                                                    "release. freenoise: the first window's noise reused, shuffled, "
                                                    "along the video, for long videos that stay more consistent."}),
+                "custom_scheduler": (SCHEDULER, {"tooltip": "Optional: a scheduler with options, from Hotshot-XL "
+                                                            "Scheduler. Replaces the scheduler chosen above."}),
             },
         }
 
@@ -174,16 +180,22 @@ class HotshotXLSampler:
                    "chosen scheduler, with progress, Cancel between steps, and a preview of the middle frame.")
 
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
-               noise="independent"):
+               noise="independent", custom_scheduler=None):
         from ..model.context import ContextOptions
         from ..model.pipeline import Settings
         from ..model.sampling import Conditions
+        from ..model.schedulers import SchedulerOptions
 
         if not isinstance(conditioning, Conditions):
             raise InputError("conditioning", f"expected Hotshot-XL conditioning, got {type(conditioning).__name__}")
         if context_options is not None and not isinstance(context_options, ContextOptions):
             raise InputError("context_options", f"expected Hotshot-XL context options, got "
                              f"{type(context_options).__name__}")
+        if custom_scheduler is not None:
+            if not isinstance(custom_scheduler, SchedulerOptions):
+                raise InputError("custom_scheduler", f"expected a Hotshot-XL scheduler, got "
+                                 f"{type(custom_scheduler).__name__}")
+            scheduler = custom_scheduler
         settings = Settings(width=width, height=height, frames=frames, steps=steps, guidance=cfg, seed=seed,
                             scheduler=scheduler, context=context_options, noise=noise)
         try:
@@ -211,6 +223,48 @@ def _activation_bytes(settings, unet) -> int:
     halves = 2 if settings.guidance > 1 else 1
     element = unet.module.dtype.itemsize if hasattr(unet.module, "dtype") else 4
     return halves * window * (settings.height // 8) * (settings.width // 8) * 1280 * element * 8
+
+
+class HotshotXLScheduler:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "scheduler": (SCHEDULER_NAMES, {"default": DEFAULT_SCHEDULER,
+                                                "tooltip": "The sampling algorithm. euler_a (Euler ancestral) is the "
+                                                           "release's; lcm is for LCM-distilled weights."}),
+                "timestep_spacing": ([MODEL_DEFAULT, *TIMESTEP_SPACINGS], {
+                    "default": MODEL_DEFAULT,
+                    "tooltip": "How the steps spread over the training timesteps. model default: the model folder's "
+                               "scheduler config (leading for the release). trailing starts from pure noise: better "
+                               "with few steps and for zero-SNR models."}),
+                "prediction_type": ([MODEL_DEFAULT, *PREDICTION_TYPES], {
+                    "default": MODEL_DEFAULT,
+                    "tooltip": "What the UNet predicts. epsilon for the release and SDXL base; v_prediction for SDXL "
+                               "fine-tunes trained that way."}),
+                "zero_terminal_snr": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Rescale the noise schedule so that its last step is pure noise, for models trained "
+                               "with zero terminal SNR (with v_prediction and trailing)."}),
+            }
+        }
+
+    RETURN_TYPES = (SCHEDULER,)
+    RETURN_NAMES = ("scheduler",)
+    OUTPUT_TOOLTIPS = ("A scheduler with options, for the Hotshot-XL Sampler's custom_scheduler input.",)
+    FUNCTION = "scheduler"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("A diffusers scheduler with the options the sampler node does not show: timestep spacing, "
+                   "prediction type and zero terminal SNR, over the model's own scheduler config.")
+
+    def scheduler(self, scheduler, timestep_spacing, prediction_type, zero_terminal_snr):
+        from ..model.schedulers import SchedulerOptions
+
+        def chosen(value):
+            return None if value == MODEL_DEFAULT else value
+
+        # InputError naming the input if a value is not one of the options
+        return (SchedulerOptions(scheduler, chosen(timestep_spacing), chosen(prediction_type), zero_terminal_snr),)
 
 
 class HotshotXLContextOptions:

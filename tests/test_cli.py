@@ -183,6 +183,21 @@ def test_context_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
     assert (pixels - expected).abs().max() <= 0.5 / 255 + 1e-5
 
 
+def test_scheduler_flags_reach_the_pipeline(tmp_path, monkeypatch):
+    from model.pipeline import HotshotXLPipeline
+    from model.schedulers import SchedulerOptions
+
+    seen = []
+    sample = HotshotXLPipeline.sample
+    monkeypatch.setattr(HotshotXLPipeline, "sample", lambda self, conditions, settings, *args, **kwargs: seen.append(
+        settings.scheduler) or sample(self, conditions, settings, *args, **kwargs))
+    common = ["--model", "tiny-random", "--width", "64", "--height", "64", "--frames", "2", "--steps", "1"]
+    assert run(common + ["--scheduler", "euler", "--timestep-spacing", "trailing", "--prediction-type", "v_prediction",
+                         "--zero-terminal-snr", "--out", str(tmp_path / "tuned.gif")]) == 0
+    assert run(common + ["--out", str(tmp_path / "plain.gif")]) == 0
+    assert seen == [SchedulerOptions("euler", "trailing", "v_prediction", True), SchedulerOptions()]
+
+
 def test_dtype_offload_and_compile_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
     from model.fp8 import FLOAT8
     from model.pipeline import HotshotXLPipeline

@@ -252,6 +252,32 @@ def test_text_encode_keeps_empty_and_long_prompts(nodes, tiny):
     assert conditioning.time_ids.tolist() == [[96, 64, 0, 0, 96, 64]]
 
 
+def test_scheduler_node_replaces_the_samplers_choice_with_its_options(pack, nodes, tiny):
+    schedulers = submodule(pack, "model.schedulers")
+    node = nodes["HotshotXLScheduler"]()
+    (as_released,) = node.scheduler("euler", "model default", "model default", False)
+    (trailing,) = node.scheduler("euler", "trailing", "model default", False)
+    assert trailing == schedulers.SchedulerOptions("euler", timestep_spacing="trailing")
+    conditioning = encode(nodes, tiny)
+    euler = sample(nodes, tiny, conditioning, steps=2, scheduler="euler")["samples"]
+    # Connected, the node's scheduler wins over the sampler's own choice (euler_a here) ...
+    assert torch.equal(euler, sample(nodes, tiny, conditioning, steps=2, scheduler="euler_a",
+                                     custom_scheduler=as_released)["samples"])
+    # ... and its options reach the sampling.
+    assert not torch.allclose(euler, sample(nodes, tiny, conditioning, steps=2, scheduler="euler",
+                                            custom_scheduler=trailing)["samples"])
+
+    InputError = submodule(pack, "model.errors").InputError
+    with pytest.raises(InputError, match=r"^timestep_spacing: must be one of leading, trailing, linspace"):
+        node.scheduler("euler", "even", "model default", False)
+    with pytest.raises(InputError, match=r"^custom_scheduler: expected a Hotshot-XL scheduler, got str"):
+        sample(nodes, tiny, conditioning, custom_scheduler="euler")
+    options = {name: kind for name, kind, _, _ in input_specs(nodes["HotshotXLScheduler"])}
+    assert options["scheduler"] == list(schedulers.SCHEDULERS)
+    assert options["timestep_spacing"] == ["model default", *schedulers.TIMESTEP_SPACINGS]
+    assert options["prediction_type"] == ["model default", *schedulers.PREDICTION_TYPES]
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("width", 100, r"^width: must be a positive multiple of 8"),
     ("height", 0, r"^height: must be a positive multiple of 8"),

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
-from model.schedulers import SCHEDULERS
+from model.schedulers import SCHEDULERS, SchedulerOptions, make_scheduler
 from model.text import CHUNK_TOKENS
 
 TOLERANCE = 2e-3
@@ -92,6 +92,34 @@ def test_every_scheduler_runs_and_is_deterministic(pipe, name):
     first = pipe.sample(conditions, settings)
     assert first.shape == (1, 4, 2, 8, 8) and torch.isfinite(first).all()
     assert torch.equal(first, pipe.sample(conditions, settings))
+
+
+def test_scheduler_options_reach_the_diffusers_config_and_change_the_video(pipe):
+    plain = make_scheduler("euler", pipe.scheduler_config)
+    config = plain.config
+    assert (config.timestep_spacing, config.prediction_type, config.rescale_betas_zero_snr) == ("leading", "epsilon",
+                                                                                                False)
+    tuned = make_scheduler(SchedulerOptions("euler", "trailing", "v_prediction", True), pipe.scheduler_config)
+    config = tuned.config
+    assert (config.timestep_spacing, config.prediction_type, config.rescale_betas_zero_snr) == ("trailing",
+                                                                                                "v_prediction", True)
+    plain.set_timesteps(2)
+    tuned.set_timesteps(2)
+    assert plain.timesteps.tolist() == [501, 1] and tuned.timesteps.tolist() == [999, 499]  # leading vs trailing
+
+    conditions = pipe.encode("a cat", "blurry")
+    settings = dict(width=64, height=64, frames=2, steps=2, seed=3)
+    released = pipe.sample(conditions, Settings(**settings))
+    assert torch.equal(released, pipe.sample(conditions, Settings(**settings, scheduler=SchedulerOptions())))
+    trailing = pipe.sample(conditions, Settings(**settings, scheduler=SchedulerOptions(timestep_spacing="trailing")))
+    assert torch.isfinite(trailing).all() and not torch.allclose(released, trailing)
+
+
+@pytest.mark.parametrize("field, value", [("scheduler", "heun"), ("timestep_spacing", "even"),
+                                          ("prediction_type", "sample"), ("zero_terminal_snr", "yes")])
+def test_bad_scheduler_options_name_the_option(field, value):
+    with pytest.raises(InputError, match=rf"^{field}: "):
+        SchedulerOptions(**{"name" if field == "scheduler" else field: value})
 
 
 def test_seed_changes_the_video(pipe):
