@@ -5,6 +5,12 @@ everything below is imported relatively so the name never matters. Importing loa
 starts no threads and touches no network.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:
+    # Loaded as a lone file, outside any package: pytest's importlib mode does this to the root
+    # folder's __init__.py (looking for setup_module) when the folder's name is not a Python
+    # identifier, as in a clone named "ComfyUI-Hotshot-XL". There are no nodes to register then.
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
