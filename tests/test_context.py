@@ -37,7 +37,7 @@ def spacing_of(window, frames, loop):
     return steps.pop() if steps else 1
 
 
-@pytest.mark.parametrize("stride, loop", itertools.product((1, 2, 4), (False, True)))
+@pytest.mark.parametrize("stride, loop", list(itertools.product((1, 2, 4), (False, True))))
 def test_windows_cover_every_frame_and_weights_sum_to_one(stride, loop):
     for frames, length, schedule in itertools.product(FRAMES, LENGTHS, ("uniform", "static")):
         for overlap in sorted({0, 1, length // 2, length - 1} & set(range(length))):
