@@ -47,7 +47,6 @@ def main() -> None:
     _common.fill_randomly(unet, dtype)
     unet.to(device)
     build_s = time.perf_counter() - started
-    weights = sum(t.numel() * t.element_size() for t in unet.state_dict().values())
 
     inputs = {k: (v.to(device, dtype) if v.is_floating_point() and k != "timestep" else v.to(device))
               for k, v in _common.unet_inputs(config, args.frames, args.size).items()}
@@ -59,7 +58,7 @@ def main() -> None:
                    added_cond_kwargs=added, return_dict=False)[0]
         assert torch.isfinite(out).all()
 
-    info = {"impl": "original", "weights_mib": weights / _common.MiB, "build_s": build_s}
+    info = {"impl": "original", "weights_mib": _common.state_mib(unet), "build_s": build_s}
     if args.flops:
         info["flops"] = _common.count_flops(step)
     _common.serve_steps(step, info, sync=torch.cuda.synchronize if device.type == "cuda" else None)

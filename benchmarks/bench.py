@@ -67,7 +67,6 @@ def our_unet_worker(args) -> None:
     if args.piece_budget != "auto":
         unet.set_piece_budget(None if args.piece_budget == "none" else int(args.piece_budget))
     build_s = time.perf_counter() - started
-    weights = sum(t.numel() * t.element_size() for t in unet.state_dict().values())
     inputs = {k: (v.to(device, dtype) if v.is_floating_point() and k != "timestep" else v.to(device))
               for k, v in _common.unet_inputs(config, args.frames, args.size).items()}
     step_fn = torch.compile(unet) if args.compile else unet
@@ -78,7 +77,7 @@ def our_unet_worker(args) -> None:
                       inputs["text_embeds"], inputs["time_ids"])
         assert torch.isfinite(out).all()
 
-    info = {"impl": "ours", "weights_mib": weights / _common.MiB, "build_s": build_s}
+    info = {"impl": "ours", "weights_mib": _common.state_mib(unet), "build_s": build_s}
     if args.flops:
         info["flops"] = _common.count_flops(step)
     _common.serve_steps(step, info, sync=torch.cuda.synchronize if device.type == "cuda" else None)

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: int | None = None) -> torch.Tensor:
     """Softmax attention over the second-to-last axis; q, k, v are (..., heads, tokens, head_dim)."""
     if query_chunk is None or q.shape[-2] <= query_chunk:

@@ -67,7 +67,6 @@ class Offloader:
         self.events: list[tuple[str, str]] | None = None
         self._homes: dict[nn.Module, dict[str, torch.Tensor]] = {}  # each module's own tensors at rest
         self._names: dict[nn.Module, str] = {}  # modules moved by `running`, and their names
-        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
 
     def _rest(self, module: nn.Module) -> None:
         """Put `module` on the offload device and remember its tensors there."""
@@ -109,11 +108,9 @@ class Offloader:
             self._rest(unit)
             label = f"{name}.{unit_name}" if name else unit_name
             # Defaults bind this unit and label now, not the loop's last ones.
-            self._hooks.append(unit.register_forward_pre_hook(
-                lambda module, args, label=label: self._move(module, label, arrive=True)))
-            self._hooks.append(unit.register_forward_hook(
-                lambda module, args, output, label=label: self._move(module, label, arrive=False),
-                always_call=True))  # also when the forward raises (an interrupted run)
+            unit.register_forward_pre_hook(lambda module, args, label=label: self._move(module, label, True))
+            unit.register_forward_hook(lambda module, args, output, label=label: self._move(module, label, False),
+                                       always_call=True)  # also when the forward raises (an interrupted run)
         for owner in root.modules():
             if owner not in inside_units:
                 for key, tensor in list(_own_tensors(owner)):

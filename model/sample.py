@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .context import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS, ContextOptions, context_for
@@ -122,8 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args) -> Settings:
+@contextmanager
+def _errors_named_by_flag(flags: dict[str, str]):
+    """Re-raise an InputError from the library under the flag that set the field (`flags`: field -> flag)."""
     try:
+        yield
+    except InputError as error:
+        raise InputError(flags.get(error.name, error.name), error.problem) from None
+
+
+def _settings(args) -> Settings:
+    with _errors_named_by_flag(FLAG_OF):
         scheduler = SchedulerOptions(args.scheduler, args.timestep_spacing, args.prediction_type,
                                      args.zero_terminal_snr)
         settings = Settings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
@@ -132,16 +142,7 @@ def _settings(args) -> Settings:
                             decode_chunk=args.decode_chunk, noise=args.noise, vae_tiling=args.vae_tiling,
                             context=_context(args))
         settings.check()
-    except InputError as error:
-        raise InputError(FLAG_OF.get(error.name, error.name), error.problem) from None
     return settings
-
-
-def _check_speed_flags(args) -> None:
-    try:
-        check_speed_options(args.offload, args.compile)
-    except InputError as error:
-        raise InputError(FLAG_OF.get(error.name, error.name), error.problem) from None
 
 
 def _context(args) -> ContextOptions | None:
@@ -152,10 +153,8 @@ def _context(args) -> ContextOptions | None:
         return None
     if "length" in given and "overlap" not in given:  # short windows: the default overlap would not fit
         given["overlap"] = min(ContextOptions.overlap, given["length"] // 2)
-    try:
+    with _errors_named_by_flag(CONTEXT_FLAGS):
         return ContextOptions(**given)
-    except InputError as error:
-        raise InputError(CONTEXT_FLAGS.get(error.name, error.name), error.problem) from None
 
 
 def run(argv=None) -> int:
@@ -167,7 +166,8 @@ def run(argv=None) -> int:
             print(WHERE_TO_GET_WEIGHTS, file=sys.stderr)
             return 2
         settings = _settings(args)
-        _check_speed_flags(args)
+        with _errors_named_by_flag(FLAG_OF):
+            check_speed_options(args.offload, args.compile)
         check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
         if settings.context is None and context_for(settings.frames, None) is not None:
             default = ContextOptions()

@@ -85,9 +85,9 @@ def scheduler_options(scheduler: str | SchedulerOptions) -> SchedulerOptions:
     raise InputError("scheduler", f"must be a scheduler name or SchedulerOptions(...), got {scheduler!r}")
 
 
-def make_scheduler(name: str | SchedulerOptions, config: dict, **overrides):
+def make_scheduler(scheduler: str | SchedulerOptions, config: dict):
     """A fresh scheduler (they hold per-run state) from the model folder's scheduler config, with
-    the options of `name` (a name or SchedulerOptions) and then `overrides` applied."""
-    options = scheduler_options(name)
+    the options of `scheduler` (a name or SchedulerOptions) applied."""
+    options = scheduler_options(scheduler)
     cls, defaults, _ = SCHEDULERS[options.name]
-    return cls.from_config(config, **{**defaults, **options.overrides(), **overrides})
+    return cls.from_config(config, **{**defaults, **options.overrides()})

@@ -111,4 +111,3 @@ class TransformerTemporal(nn.Module):
             h = self.proj_out(h).view(batch_frames, -1, width, channels).permute(0, 3, 1, 2)
             torch.add(part, h, out=out[:, :, rows])
         return out
-

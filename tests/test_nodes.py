@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.schedulers import SCHEDULERS
-from tests.pack_import import comfyui_style_import
 from tests.pack_graph import function_parameters, input_specs, is_widget, value_problems
+from tests.pack_import import comfyui_style_import
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_TOLERANCE = 2e-3
@@ -260,6 +260,7 @@ def test_scheduler_node_replaces_the_samplers_choice_with_its_options(pack, node
     assert trailing == schedulers.SchedulerOptions("euler", timestep_spacing="trailing")
     conditioning = encode(nodes, tiny)
     euler = sample(nodes, tiny, conditioning, steps=2, scheduler="euler")["samples"]
+    assert not torch.allclose(euler, sample(nodes, tiny, conditioning, steps=2, scheduler="euler_a")["samples"])
     # Connected, the node's scheduler wins over the sampler's own choice (euler_a here) ...
     assert torch.equal(euler, sample(nodes, tiny, conditioning, steps=2, scheduler="euler_a",
                                      custom_scheduler=as_released)["samples"])
