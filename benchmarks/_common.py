@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def fixtures() -> Path:
-    """The shared test fixtures: $HOTSHOT_XL_FIXTURES, else ../shared/fixtures next to the repository."""
-    for candidate in (os.environ.get("HOTSHOT_XL_FIXTURES"), REPO.parent / "shared" / "fixtures"):
+    """The reference fixtures: $HOTSHOT_XL_FIXTURES, else the repository's tests/fixtures."""
+    for candidate in (os.environ.get("HOTSHOT_XL_FIXTURES"), REPO / "tests" / "fixtures"):
         if candidate and (Path(candidate) / "hotshot-xl-tiny").is_dir():
             return Path(candidate)
     sys.exit("hotshot-xl-tiny not found: set HOTSHOT_XL_FIXTURES to the folder holding it")

@@ -11,15 +11,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _find_fixtures() -> Path:
-    candidates = [os.environ.get("HOTSHOT_XL_FIXTURES"), REPO_ROOT.parent / "shared" / "fixtures",
-                  REPO_ROOT / "shared" / "fixtures"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "hotshot-xl-tiny").is_dir():
-            return Path(candidate)
-    raise RuntimeError(
-        "reference fixtures not found: expected ../shared/fixtures next to the repo "
-        "(or set HOTSHOT_XL_FIXTURES to the folder holding hotshot-xl-tiny/)"
-    )
+    """tests/fixtures (the reference fixtures, shipped with the repository), unless
+    $HOTSHOT_XL_FIXTURES names another folder holding hotshot-xl-tiny/."""
+    override = os.environ.get("HOTSHOT_XL_FIXTURES", "").strip()
+    candidate = Path(override) if override else REPO_ROOT / "tests" / "fixtures"
+    if not (candidate / "hotshot-xl-tiny").is_dir():
+        source = "$HOTSHOT_XL_FIXTURES" if override else "the repository's tests/fixtures"
+        raise RuntimeError(f"reference fixtures not found: {source} ({candidate}) holds no hotshot-xl-tiny/")
+    return candidate
 
 
 FIXTURES = _find_fixtures()

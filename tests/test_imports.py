@@ -53,8 +53,9 @@ def test_suite_runs_from_a_clone_whose_folder_name_is_not_an_identifier(tmp_path
     a Python identifier, as in `git clone ... ComfyUI-Hotshot-XL`; that must not fail every test."""
     clone = tmp_path / "ComfyUI-Hotshot-XL"
     shutil.copytree(REPO_ROOT, clone, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache"))
-    fixtures = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
-    env = {**os.environ, "PYTHONPATH": "", "HOTSHOT_XL_FIXTURES": os.environ.get("HOTSHOT_XL_FIXTURES", str(fixtures))}
+    # No ../shared beside this copy and no override: the fixtures must come from the repository itself.
+    env = {k: v for k, v in os.environ.items() if k != "HOTSHOT_XL_FIXTURES"}
+    env["PYTHONPATH"] = ""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "tests/test_imports.py::test_top_level_model_import_is_cheap"],
                             cwd=clone, env=env, capture_output=True, text=True, timeout=300)
