@@ -21,16 +21,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .choices import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS  # noqa: F401 (re-exported)
 from .errors import InputError
 
 if TYPE_CHECKING:
     from .sampling import Predictor
-
-MAX_LENGTH = 24  # positions in the released temporal layers' sinusoidal table
-
-SCHEDULES = ("uniform", "static")  # how windows are laid over the frames
-WEIGHTINGS = ("pyramid", "flat")  # how overlapping windows' predictions are blended
-NOISE_TYPES = ("independent", "freenoise")  # initial noise for videos longer than one window
 
 Window = tuple[int, ...]  # frame indices, in the order the UNet sees them
 

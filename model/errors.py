@@ -19,7 +19,11 @@ class ModelFileError(HotshotError):
 
 
 class InputError(HotshotError):
-    """A parameter (CLI flag, function argument or node input) is out of range or malformed."""
+    """A parameter (CLI flag, function argument or node input) is out of range or malformed.
+
+    `name` is the parameter's Python name; a problem that mentions another parameter quotes it in
+    backticks (`overwrite=True`, `sdxl`), so the CLI can say each in its own terms (--overwrite).
+    """
 
     def __init__(self, name: str, problem: str):
         self.name = name

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from .blocks import Downsample, ResnetBlock, SpatialTransformer, Upsample
+from .choices import OFFLOAD_MODES  # noqa: F401 (re-exported)
 from .temporal import TransformerTemporal
 
-OFFLOAD_MODES = ("none", "model", "sequential")
 # The UNet's units for sequential offload. None holds another, and every tensor of the UNet is in
 # one of them except the few top-level layers that stay on the compute device.
 SEQUENTIAL_UNITS = (ResnetBlock, SpatialTransformer, TransformerTemporal, Downsample, Upsample)

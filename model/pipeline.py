@@ -6,12 +6,15 @@ separate nodes; `__call__` chains them with the original `inference.py`'s defaul
 
 from __future__ import annotations
 
+import math
+import numbers
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
+from .choices import ASPECT_BUCKETS, SEED_MAX, TINY_RANDOM  # noqa: F401 (ASPECT_BUCKETS re-exported)
 from .context import NOISE_TYPES, ContextOptions, context_for, freenoise, windowed_predictor
 from .components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
 from .decode import VAE_TILING, decode_latents
@@ -20,13 +23,11 @@ from .fp8 import use_float8
 from .loading import classify, load_unet
 from .offload import OFFLOAD_MODES, Offloader, unet_units
 from .precision import resolve_device, resolve_precision
+from .progress import bar
 from .sampling import Conditions, StepCallback, denoise, guided_predictor, initial_noise, micro_conditioning
 from .schedulers import DEFAULT_SCHEDULER, SchedulerOptions, make_scheduler, scheduler_options
 from .text import TextEncoders
 from .unet import HotshotXLUNet
-
-# The release's aspect buckets (width, height): Hotshot-XL was trained around 512 px on these.
-ASPECT_BUCKETS = [(320, 768), (384, 672), (416, 608), (512, 512), (608, 416), (672, 384), (768, 320)]
 
 
 @dataclass
@@ -56,6 +57,10 @@ class Settings:
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""
+        for field in fields(self):  # NaN and inf are never a setting (guidance=inf gives NaN frames)
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(field.name, f"must be a finite number, got {value!r}")
         for name in ("width", "height"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 8 or value % 8:
@@ -64,8 +69,11 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(name, f"must be a positive whole number, got {value!r}")
-        if not (self.guidance >= 0):
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, numbers.Real) or not self.guidance >= 0:
             raise InputError("guidance", f"must be zero or more, got {self.guidance!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or \
+                not 0 <= self.seed <= SEED_MAX:
+            raise InputError("seed", f"must be a whole number from 0 to 2**64-1 ({SEED_MAX}), got {self.seed!r}")
         scheduler_options(self.scheduler)
         for name in ("original_size", "target_size"):
             size = getattr(self, name)
@@ -171,19 +179,38 @@ class HotshotXLPipeline:
             return decode_latents(self.vae, latents, frames_per_chunk, tiled, callback)
 
     def __call__(self, prompt: str, negative_prompt: str | None = "blurry", callback: StepCallback | None = None,
-                 **settings) -> torch.Tensor:
-        """Frames (frames, height, width, 3), float in 0..1, on the CPU."""
+                 progress: bool = False, **settings) -> torch.Tensor:
+        """Frames (frames, height, width, 3), float in 0..1, on the CPU.
+
+        `settings` are Settings' fields. `progress=True` shows bars on stderr for sampling and
+        decoding; `callback(step, steps, latents)` is called after each step (and may raise to stop).
+        """
         settings = Settings(**settings)
         settings.check()
         conditions = self.encode(prompt, negative_prompt, settings.original_size, settings.target_size)
-        latents = self.sample(conditions, settings, callback)
-        return self.decode(latents, settings.decode_chunk, settings.vae_tiling)
+        with bar(progress, settings.steps, "sampling", "step") as advance:
+            def step(index, total, latents):
+                advance()
+                if callback is not None:
+                    callback(index, total, latents)
+
+            latents = self.sample(conditions, settings, step if progress or callback else None)
+        with bar(progress, settings.frames, "decoding", "frame") as advance:
+            return self.decode(latents, settings.decode_chunk, settings.vae_tiling,
+                               lambda done, total: advance(done))
 
 
-def _tokenizers(*sources):
-    from .tokenizers import load_tokenizers
+def _tokenizers(explicit, *sources):
+    from .tokenizers import BPE_FILE, load_tokenizers
 
-    for source in sources:
+    if explicit is not None:
+        explicit = Path(explicit).expanduser()
+        if not explicit.exists():
+            raise InputError("tokenizer", f"{explicit} does not exist; expected a model folder with tokenizer/ and "
+                             f"tokenizer_2/ (e.g. the release's), a tokenizer folder (vocab.json, merges.txt) or {BPE_FILE}")
+        if explicit.is_file() or (explicit / "vocab.json").is_file() or (explicit / BPE_FILE).is_file():
+            return load_tokenizers(explicit)
+    for source in (explicit, *sources):
         if source is not None and (Path(source) / "tokenizer").is_dir():
             return load_tokenizers(source)
     return load_tokenizers(None)  # searched for: ComfyUI's files, installed CLIP packages
@@ -192,7 +219,7 @@ def _tokenizers(*sources):
 def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Path | None = None,
                   sdxl: str | Path | None = None, tokenizer: str | Path | None = None,
                   configs: str | Path | None = None, dtype=None, device=None, offload: str = "none",
-                  compile: bool = False) -> HotshotXLPipeline:
+                  compile: bool = False, progress: bool = False) -> HotshotXLPipeline:
     """Load Hotshot-XL for text-to-video.
 
     - `model`: a released Hotshot-XL folder (or "tiny-random" for an install check: noise out);
@@ -205,14 +232,21 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
     Memory and speed: `dtype` "fp8" stores the UNet's Linear and Conv2d weights in float8 and
     computes in bf16, as the VAE and text encoders are held (see fp8.py); `offload` "model" or
     "sequential" keeps the weights on the CPU and brings them to `device` only while they run (see
-    offload.py); `compile` runs the UNet through torch.compile (see `compile_unet`).
+    offload.py); `compile` runs the UNet through torch.compile (see `compile_unet`). `progress=True`
+    shows a bar on stderr as the parts load. `dtype` None or "auto": see precision.default_dtype
+    (for tiny-random, tiny.fastest_dtype).
     """
+    check_sources(model, temporal_layers, sdxl, tokenizer, configs)
     device = resolve_device(device)
+    if str(model) == TINY_RANDOM and dtype in (None, "auto"):
+        from .tiny import fastest_dtype
+
+        dtype = fastest_dtype(device)
     dtype, fp8 = resolve_precision(dtype, device)
     check_speed_options(offload, compile)
     # With offload the weights are read straight to the CPU: they need not fit the device at once.
     load_device = device if offload == "none" else torch.device("cpu")
-    if str(model) == "tiny-random":
+    if str(model) == TINY_RANDOM:
         from .tiny import tiny_random_pipeline
 
         pipe = tiny_random_pipeline(dtype=dtype, device=load_device)
@@ -233,8 +267,7 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
     unet_paths = [p for p in (model, sdxl, temporal_layers) if p is not None]
     unet_config = configs if configs is not None and sdxl is not None and sdxl.is_file() else None
     # Check every path (cheap, header-only) before loading anything heavy.
-    for path in unet_paths:
-        classify(path)
+    _check_roles({path: classify(path).kind for path in unet_paths}, temporal_layers, sdxl)
     components = sdxl if sdxl is not None else model
     folder_for_text = components if components.is_dir() else None
     if folder_for_text is not None:
@@ -245,13 +278,46 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
                                  "with config.json and weights, as in hotshotco/Hotshot-XL)")
     tokenizers = _tokenizers(tokenizer, folder_for_text, model)
 
-    unet = load_unet(unet_paths, dtype="fp8" if fp8 else dtype, device=load_device, config=unet_config)
-    vae = load_vae(components, dtype, load_device, configs)
-    text = load_text_encoders(components, tokenizers, dtype, load_device, configs,
-                              force_zeros_for_empty_prompt(model or folder_for_text, configs))
+    with bar(progress, 3, "loading", "part") as advance:  # the UNet, the VAE, the text encoders
+        unet = load_unet(unet_paths, dtype="fp8" if fp8 else dtype, device=load_device, config=unet_config)
+        advance()
+        vae = load_vae(components, dtype, load_device, configs)
+        advance()
+        text = load_text_encoders(components, tokenizers, dtype, load_device, configs,
+                                  force_zeros_for_empty_prompt(model or folder_for_text, configs))
+        advance()
     name = str(model if model is not None else sdxl)
     pipe = HotshotXLPipeline(unet, vae, text, scheduler_config(model or folder_for_text, configs), name)
     return _speed_up(pipe, device, offload, compile)
+
+
+SDXL_KINDS = ("sdxl", "sdxl_single_file")
+
+
+def check_sources(model=None, temporal_layers=None, sdxl=None, tokenizer=None, configs=None) -> None:
+    """The cheap checks of load_pipeline's sources that need no file: InputError naming the argument."""
+    if str(model) != TINY_RANDOM:
+        return
+    given = {"temporal_layers": temporal_layers, "sdxl": sdxl, "tokenizer": tokenizer, "configs": configs}
+    for name, value in given.items():
+        if value is not None:
+            raise InputError(name, f"cannot be used with `model=tiny-random`: that model is built in memory "
+                             "from random weights and reads no files")
+
+
+def _check_roles(kinds: dict, temporal_layers, sdxl) -> None:
+    """Name a weights file given in the wrong role (from its header: see loading.classify), with the fix."""
+    kind_of = {key: kinds.get(value) for key, value in (("temporal_layers", temporal_layers), ("sdxl", sdxl))}
+    if kind_of["temporal_layers"] in SDXL_KINDS and kind_of["sdxl"] == "temporal":
+        raise InputError("temporal_layers", f"{temporal_layers} is an SDXL checkpoint and {sdxl} holds Hotshot-XL "
+                         f"temporal layers: the two look swapped; give `temporal_layers={sdxl}` and "
+                         f"`sdxl={temporal_layers}`")
+    if kind_of["temporal_layers"] in SDXL_KINDS:
+        raise InputError("temporal_layers", f"{temporal_layers} is an SDXL checkpoint, not Hotshot-XL temporal "
+                         "layers (hsxl_temporal_layers*.safetensors); give it as `sdxl`")
+    if kind_of["sdxl"] == "temporal":
+        raise InputError("sdxl", f"{sdxl} holds only Hotshot-XL temporal layers, not an SDXL checkpoint; give it "
+                         "as `temporal_layers`")
 
 
 def _speed_up(pipe: HotshotXLPipeline, device: torch.device, offload: str, compile: bool) -> HotshotXLPipeline:

@@ -20,9 +20,28 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except (RuntimeError, TypeError):
         raise InputError("device", f"{device!r} is not a torch device (try cpu, cuda, cuda:1, mps)") from None
+    check_available(chosen)
+    return chosen
+
+
+def check_available(device: torch.device) -> None:
+    """InputError naming `device` when this machine (or this torch build) cannot compute there."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only torch build" if torch.version.cuda is None else f"torch {torch.__version__}"
+            raise InputError("device", f"{device} asked, but {build} sees no CUDA GPU here; use cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise InputError("device", f"{device} asked, but there are only {count} CUDA GPUs (cuda:0 to "
+                             f"cuda:{count - 1})")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError("device", f"{device} asked, but Apple's MPS is not available here (it needs a Mac "
+                             "with Apple silicon and a torch build with MPS); use cpu or auto")
 
 
 def bf16_is_native(device: torch.device) -> bool:

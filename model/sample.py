@@ -1,60 +1,93 @@
-"""Command line: `python -m model.sample --model PATH --prompt TEXT --out video.mp4`.
+"""Command line: `python -m model.sample --model PATH --prompt TEXT --out video.mp4` from the
+repository, `hotshot-xl-sample ...` once the package is installed.
 
 Every flag is checked before any weights are read, so a typo costs nothing; errors are one line
-naming the flag or file, with a non-zero exit.
+naming the flag or file, with a non-zero exit. This module imports nothing heavy at its top, so
+`--help` answers at once: torch, diffusers and the model code are imported once the flags are read.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
-from .context import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS, ContextOptions, context_for
-from .decode import VAE_TILING
+from .choices import (ASPECT_BUCKETS, DEFAULT_SCHEDULER, DTYPES, MAX_LENGTH, NOISE_TYPES, OFFLOAD_MODES,
+                      PREDICTION_TYPES, SCHEDULER_NAMES, SCHEDULES, SEED_MAX, TIMESTEP_SPACINGS, TINY_RANDOM,
+                      TINY_RANDOM_DEFAULTS, VAE_TILING, WEIGHTINGS)
 from .errors import HotshotError, InputError
-from .offload import OFFLOAD_MODES
-from .pipeline import ASPECT_BUCKETS, Settings, check_speed_options
-from .schedulers import PREDICTION_TYPES, SCHEDULERS, TIMESTEP_SPACINGS, SchedulerOptions
-from .video import DEFAULT_FPS, VIDEO_FORMATS, check_output
+from .video_formats import DEFAULT_FPS, VIDEO_FORMATS
 
-WHERE_TO_GET_WEIGHTS = """no model given. Hotshot-XL's weights are at https://huggingface.co/hotshotco/Hotshot-XL:
+# How the user started us: the console script of the installed package, or the module in a checkout.
+PROG = "python -m model.sample" if __package__ == "model" else "hotshot-xl-sample"
+
+WHERE_TO_GET_WEIGHTS = f"""no model given. Hotshot-XL's weights are at https://huggingface.co/hotshotco/Hotshot-XL:
   download the folder (for example `git lfs install && git clone https://huggingface.co/hotshotco/Hotshot-XL`)
-  and run:   python -m model.sample --model ./Hotshot-XL --prompt "..." --out video.mp4
+  and run:   {PROG} --model ./Hotshot-XL --prompt "..." --out video.mp4
   or use any SDXL checkpoint with the temporal layers file from that repository:
-             python -m model.sample --temporal-layers hsxl_temporal_layers.safetensors --sdxl my_sdxl.safetensors ...
-  To check the install without weights: python -m model.sample --model tiny-random --out demo.mp4"""
+             {PROG} --temporal-layers hsxl_temporal_layers.safetensors --sdxl my_sdxl.safetensors ...
+  To check the install without weights: {PROG} --model tiny-random --out demo.mp4"""
 
-# Settings fields and the flags that set them, for error messages in the user's terms.
+# The one place that maps the library's names (Settings fields, load_pipeline and write_video
+# arguments) to the flags that set them, so errors speak in the user's terms: see _in_flag_terms.
 FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "steps": "--steps",
            "guidance": "--guidance", "scheduler": "--scheduler", "original_size": "--original-size",
            "target_size": "--target-size", "decode_chunk": "--decode-chunk", "seed": "--seed",
            "noise": "--noise", "vae_tiling": "--vae-tiling", "offload": "--offload", "compile": "--compile",
            "timestep_spacing": "--timestep-spacing", "prediction_type": "--prediction-type",
-           "zero_terminal_snr": "--zero-terminal-snr"}
-# ContextOptions fields and their flags; a flag left unset keeps the field's default.
+           "zero_terminal_snr": "--zero-terminal-snr",
+           "model": "--model", "temporal_layers": "--temporal-layers", "sdxl": "--sdxl", "tokenizer": "--tokenizer",
+           "configs": "--configs", "dtype": "--dtype", "device": "--device",
+           "fps": "--fps", "loop": "--loop", "overwrite": "--overwrite", "frames_per_chunk": "--decode-chunk"}
+# ContextOptions fields and their flags (apart: their `loop` is not write_video's); a flag left
+# unset keeps the field's default.
 CONTEXT_FLAGS = {"length": "--context-length", "overlap": "--context-overlap", "stride": "--context-stride",
                  "schedule": "--context-schedule", "weighting": "--context-weighting", "loop": "--context-loop"}
+CONTEXT_DEFAULTS = {"length": 8, "overlap": 4, "stride": 1, "schedule": "uniform", "weighting": "pyramid"}  # a test
+# checks these against ContextOptions(): here they are shown without importing it
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default at the end of its help, unless there is none (None, a switch's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _fps_limits() -> str:
+    limits = {}
+    for extension, fmt in VIDEO_FORMATS.items():
+        if extension != ".png":
+            limits.setdefault(fmt.fps_range()[1], []).append(extension)
+    return ", ".join(f"{'/'.join(extensions)} up to {fastest:g}" for fastest, extensions in limits.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
     buckets = ", ".join(f"{w}x{h}" for w, h in ASPECT_BUCKETS)
+    tiny = TINY_RANDOM_DEFAULTS
     parser = argparse.ArgumentParser(
-        prog="python -m model.sample", description="Hotshot-XL text-to-video.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=PROG, description="Hotshot-XL text-to-video.", formatter_class=_HelpFormatter,
+        epilog=f"--model {TINY_RANDOM} checks the install without weights: unless given, --width {tiny['width']} "
+        f"--height {tiny['height']} --steps {tiny['steps']} (the video is noise).")
     source = parser.add_argument_group("model")
-    source.add_argument("--model", help="Hotshot-XL model folder (hotshotco/Hotshot-XL layout), or tiny-random")
+    source.add_argument("--model", help="Hotshot-XL model folder (hotshotco/Hotshot-XL layout), or tiny-random: "
+                        "random weights built in memory, to check the install")
     source.add_argument("--temporal-layers", help="hsxl_temporal_layers*.safetensors, used with --sdxl")
     source.add_argument("--sdxl", help="SDXL checkpoint (.safetensors single file) or diffusers folder")
-    source.add_argument("--tokenizer", help="folder with tokenizer/ and tokenizer_2/ (single files carry none)")
+    source.add_argument("--tokenizer", help="folder with tokenizer/ and tokenizer_2/, a tokenizer folder "
+                        "(vocab.json, merges.txt) or bpe_simple_vocab_16e6.txt.gz (single files carry none)")
     source.add_argument("--configs", help="folder of component configs in diffusers layout, for non-standard "
                         "single files")
-    source.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32", "fp8"],
-                        help="precision of the weights; fp8: the UNet's Linear and Conv2d weights stored in float8 "
-                        "(half of bf16's memory), computed in bf16")
-    source.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    source.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="precision of the weights; auto: bf16 where the device computes it natively, else "
+                        "fp16 on GPUs and fp32 on CPUs (fp32 for tiny-random on CPUs: faster there); fp8: the "
+                        "UNet's Linear and Conv2d weights stored in float8 (half of bf16's memory), computed in bf16")
+    source.add_argument("--device", default="auto", help="auto (a CUDA GPU, else Apple's MPS, else the CPU), cpu, "
+                        "cuda, cuda:1, mps")
     source.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
                         help="keep weights on the CPU and move them to --device only while they run: model: one "
                         "component at a time; sequential: the UNet also layer by layer (least memory, slowest)")
@@ -62,17 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch.compile the UNet: faster steps on GPUs after minutes of compiling")
 
     gen = parser.add_argument_group("generation")
-    gen.add_argument("--prompt", default="a bulldog in the captains chair of a spaceship, hd, high quality")
-    gen.add_argument("--negative-prompt", default="blurry")
+    gen.add_argument("--prompt", default="a bulldog in the captains chair of a spaceship, hd, high quality",
+                     help="what the video shows (longer than 75 tokens: encoded in chunks)")
+    gen.add_argument("--negative-prompt", default="blurry", help="what it should not show")
     gen.add_argument("--zero-negative", action="store_true",
                      help="use the all-zero negative embedding instead of encoding --negative-prompt")
-    gen.add_argument("--width", type=int, default=672, help=f"multiple of 8; trained buckets: {buckets}")
-    gen.add_argument("--height", type=int, default=384, help="multiple of 8")
+    gen.add_argument("--width", type=int, default=672,
+                     help=f"multiple of 8; trained buckets: {buckets} (default: %(default)s; {tiny['width']} for "
+                     "tiny-random)")
+    gen.add_argument("--height", type=int, default=384,
+                     help=f"multiple of 8 (default: %(default)s; {tiny['height']} for tiny-random)")
     gen.add_argument("--frames", type=int, default=8, help="number of frames (trained on 8)")
-    gen.add_argument("--steps", type=int, default=30)
-    gen.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (off at <= 1)")
-    gen.add_argument("--seed", type=int, default=455)
-    gen.add_argument("--scheduler", default="euler_a", choices=list(SCHEDULERS))
+    gen.add_argument("--steps", type=int, default=30,
+                     help=f"denoising steps (default: %(default)s; {tiny['steps']} for tiny-random)")
+    gen.add_argument("--guidance", type=float, default=5.0,
+                     help="classifier-free guidance scale, finite, zero or more (off at <= 1)")
+    gen.add_argument("--seed", type=int, default=455, help=f"0 to 2**64-1 ({SEED_MAX}): the same seed gives the "
+                     "same video on any device")
+    gen.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES,
+                     help="euler_a is the release's; lcm is for LCM-distilled weights (4-8 steps, guidance 1-2)")
     gen.add_argument("--timestep-spacing", choices=TIMESTEP_SPACINGS,
                      help="how the steps spread over the training timesteps (default: the model's scheduler "
                      "config; the release's is leading; trailing suits few steps and zero-SNR models)")
@@ -84,12 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "terminal SNR")
     gen.add_argument("--original-size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"),
                      help="SDXL size conditioning, width first as in the original inference.py")
-    gen.add_argument("--target-size", type=int, nargs=2, default=(512, 512), metavar=("W", "H"))
+    gen.add_argument("--target-size", type=int, nargs=2, default=(512, 512), metavar=("W", "H"),
+                     help="SDXL size conditioning, width first")
     gen.add_argument("--decode-chunk", type=int, default=4, help="frames decoded by the VAE at once")
     gen.add_argument("--vae-tiling", default="auto", choices=VAE_TILING,
                      help="decode each frame in overlapping 512 px tiles to bound memory; auto: above 768x768 pixels")
 
-    default = ContextOptions()
+    default = argparse.Namespace(**CONTEXT_DEFAULTS)
     windows = parser.add_argument_group(
         "long videos", f"The UNet sees overlapping windows of frames. Any --context-* flag turns windows on; past "
         f"{MAX_LENGTH} frames they are on by themselves. An unset flag keeps its default.")
@@ -97,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     windows.add_argument("--context-length", type=int, default=unset,
                          help=f"frames per window, at most {MAX_LENGTH} (default {default.length}, as trained)")
     windows.add_argument("--context-overlap", type=int, default=unset,
-                         help=f"frames shared by neighbouring windows (default {default.overlap}, at most half "
-                         "of --context-length)")
+                         help="frames shared by neighbouring windows, less than --context-length (default "
+                         f"{default.overlap}; with --context-length alone, at most half of it)")
     windows.add_argument("--context-stride", type=int, default=unset,
                          help="largest spacing between a window's frames, a power of two; above 1 adds windows "
                          f"of every 2nd, 4th, ... frame (default {default.stride})")
@@ -117,22 +159,42 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="output file: " + ", ".join(
         e for e in VIDEO_FORMATS if e != ".png") + ", or PNG frames: a folder ending in / or a name with %%05d")
-    out.add_argument("--fps", type=float, default=DEFAULT_FPS)
+    out.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                     help=f"frames per second (trained at 8); {_fps_limits()} (GIF times frames in 1/100 s, WebM and "
+                     "WebP in ms)")
     out.add_argument("--loop", type=int, default=0, help="gif/webp loop count, 0 = forever")
     out.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
 
 
+_MENTION = re.compile(r"`(\w+)(?:=([^`]*))?`")  # how library messages quote a parameter: `sdxl`, `overwrite=True`
+
+
+def _in_flag_terms(text: str, flags: dict[str, str]) -> str:
+    """`text` with each quoted parameter that has a flag said as the flag: `overwrite=True` -> --overwrite,
+    `sdxl=a.safetensors` -> --sdxl a.safetensors, `model=tiny-random` -> --model tiny-random."""
+    def flag(match):
+        name, value = match.groups()
+        if name not in flags:
+            return match.group()
+        return flags[name] if value in (None, "True") else f"{flags[name]} {value}"
+
+    return _MENTION.sub(flag, text)
+
+
 @contextmanager
 def _errors_named_by_flag(flags: dict[str, str]):
-    """Re-raise an InputError from the library under the flag that set the field (`flags`: field -> flag)."""
+    """Re-raise an InputError from the library in the flags' terms (`flags`: library name -> flag)."""
     try:
         yield
     except InputError as error:
-        raise InputError(flags.get(error.name, error.name), error.problem) from None
+        raise InputError(flags.get(error.name, error.name), _in_flag_terms(error.problem, flags)) from None
 
 
-def _settings(args) -> Settings:
+def _settings(args):
+    from .pipeline import Settings
+    from .schedulers import SchedulerOptions
+
     with _errors_named_by_flag(FLAG_OF):
         scheduler = SchedulerOptions(args.scheduler, args.timestep_spacing, args.prediction_type,
                                      args.zero_terminal_snr)
@@ -145,8 +207,10 @@ def _settings(args) -> Settings:
     return settings
 
 
-def _context(args) -> ContextOptions | None:
+def _context(args):
     """ContextOptions from the --context-* flags given, or None when none was."""
+    from .context import ContextOptions
+
     attributes = {field: flag[2:].replace("-", "_") for field, flag in CONTEXT_FLAGS.items()}
     given = {field: getattr(args, name) for field, name in attributes.items() if hasattr(args, name)}
     if not given:
@@ -157,30 +221,63 @@ def _context(args) -> ContextOptions | None:
         return ContextOptions(**given)
 
 
+def _given(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The destinations of the flags the user typed (parsed again with every default suppressed)."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _small_for_tiny_random(args, given: set[str]) -> list[str]:
+    """tiny-random is an install check: a small video in a few steps unless the user asked otherwise.
+    Returns the flags so chosen."""
+    if args.model != TINY_RANDOM:
+        return []
+    chosen = [name for name in TINY_RANDOM_DEFAULTS if name not in given]
+    for name in chosen:
+        setattr(args, name, TINY_RANDOM_DEFAULTS[name])
+    return [f"{FLAG_OF[name]} {TINY_RANDOM_DEFAULTS[name]}" for name in chosen]
+
+
 def run(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    small = _small_for_tiny_random(args, _given(parser, argv))
     started = time.perf_counter()
     try:
         if args.model is None and args.sdxl is None:
             print(WHERE_TO_GET_WEIGHTS, file=sys.stderr)
             return 2
+        # Every check before anything heavy: torch and the model code load here, the weights much later.
+        from .pipeline import check_sources, check_speed_options
+        from .precision import resolve_device
+        from .video import check_output
+
+        with _errors_named_by_flag(FLAG_OF):
+            check_sources(args.model, args.temporal_layers, args.sdxl, args.tokenizer, args.configs)
         settings = _settings(args)
         with _errors_named_by_flag(FLAG_OF):
             check_speed_options(args.offload, args.compile)
-        check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+            check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+            resolve_device(args.device)  # refuses a device this machine lacks
+        if small:
+            print(f"tiny-random: {' '.join(small)} (an install check; give them to choose)", file=sys.stderr)
+        from .context import ContextOptions, context_for
+
         if settings.context is None and context_for(settings.frames, None) is not None:
             default = ContextOptions()
             print(f"--frames {settings.frames}: more than the {MAX_LENGTH} frames the temporal layers take in one "
                   f"pass, so the UNet runs on windows of {default.length} frames overlapping by {default.overlap} "
                   "(choose with --context-length, --context-overlap)", file=sys.stderr)
 
-        from .pipeline import load_pipeline  # heavy imports only once the flags are known good
+        from .pipeline import load_pipeline
+        from .progress import bar
 
-        pipe = load_pipeline(args.model, temporal_layers=args.temporal_layers, sdxl=args.sdxl,
-                             tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype, device=args.device,
-                             offload=args.offload, compile=args.compile)
-        if args.model == "tiny-random":
+        with _errors_named_by_flag(FLAG_OF):
+            pipe = load_pipeline(args.model, temporal_layers=args.temporal_layers, sdxl=args.sdxl,
+                                 tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype,
+                                 device=args.device, offload=args.offload, compile=args.compile, progress=True)
+        if args.model == TINY_RANDOM:
             print("tiny-random: random weights, so the video is noise; this only checks the install",
                   file=sys.stderr)
         negative = None if args.zero_negative else args.negative_prompt
@@ -191,14 +288,15 @@ def run(argv=None) -> int:
                 print(f"{label} is {tokens} tokens: encoded in {chunks} chunks of 75 (CLIP reads 75 at a time)",
                       file=sys.stderr)
         conditions = pipe.encode(args.prompt, negative, settings.original_size, settings.target_size)
-        from tqdm.auto import tqdm
-
-        with tqdm(total=settings.steps, desc="sampling", unit="step", file=sys.stderr, leave=False) as bar:
-            latents = pipe.sample(conditions, settings, callback=lambda *_: bar.update())
-        frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling)
+        with bar(True, settings.steps, "sampling", "step") as advance:
+            latents = pipe.sample(conditions, settings, callback=lambda *_: advance())
+        with bar(True, settings.frames, "decoding", "frame") as advance:
+            frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling,
+                                 callback=lambda done, total: advance(done))
         from .video import write_video
 
-        files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite)
+        with _errors_named_by_flag(FLAG_OF):
+            files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite)
     except HotshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

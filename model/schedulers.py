@@ -13,6 +13,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from .choices import DEFAULT_SCHEDULER, PREDICTION_TYPES, TIMESTEP_SPACINGS
 from .errors import InputError
 
 # name -> (scheduler class, config overrides, one-line description)
@@ -29,12 +30,8 @@ SCHEDULERS = {
     "unipc": (UniPCMultistepScheduler, {}, "UniPC multistep"),
     "lcm": (LCMScheduler, {}, "LCM: for LCM-distilled weights or LoRAs, 4-8 steps, guidance ~1-2"),
 }
-DEFAULT_SCHEDULER = "euler_a"
-
-
-# Options every scheduler above takes (diffusers config keys), with the values users may pick.
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+# Options every scheduler above takes (diffusers config keys): the values users may pick are
+# choices.TIMESTEP_SPACINGS and choices.PREDICTION_TYPES.
 
 
 @dataclass(frozen=True)

@@ -20,50 +20,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-
-DEFAULT_FPS = 8  # Hotshot-XL was trained on 8 fps clips
-
-
-@dataclass(frozen=True)
-class VideoFormat:
-    description: str
-    container: str  # FFmpeg muxer
-    encoders: tuple[str, ...]  # in order of preference; the first this PyAV build has is used
-    pix_fmt: str
-    even_size: bool = False  # the encoder refuses odd width/height in this pixel format
-    stores_loop: bool = False  # the container has a loop count (`loop` is ignored otherwise)
-    # `quality` 0..100 maps linearly onto this option of the preferred encoder (encoders[0]);
-    # a fallback encoder keeps its own defaults. Lossless formats have no quality option.
-    quality_option: str | None = None
-    quality_span: tuple[int, int] = (0, 0)  # option value at quality 0 and at quality 100
-    default_quality: int = 0
-    options: tuple[tuple[str, str], ...] = ()  # fixed options for the preferred encoder
-
-
-VIDEO_FORMATS = {
-    ".mp4": VideoFormat(
-        "H.264 in MP4", "mp4",
-        ("libx264", "libopenh264", "h264_videotoolbox", "h264_mf", "h264_nvenc", "h264_amf"),
-        "yuv420p", even_size=True,
-        quality_option="crf", quality_span=(51, 0), default_quality=65,  # crf 18: visually lossless
-    ),
-    ".webm": VideoFormat(
-        "VP9 in WebM", "webm", ("libvpx-vp9",), "yuv420p",
-        quality_option="crf", quality_span=(63, 0), default_quality=50,  # crf 32, as ComfyUI's SaveWEBM
-        # b=0 makes crf a constant-quality target instead of a cap; cpu-used=2 encodes twice as fast
-        # as libvpx's default 1 for no visible loss (measured on 512x512 clips).
-        options=(("b", "0"), ("cpu-used", "2")),
-    ),
-    # GIF frames are mapped onto one palette computed from the whole clip (see _paletted_frames).
-    ".gif": VideoFormat("GIF", "gif", ("gif",), "pal8", stores_loop=True),
-    # PyAV writes animated WebP itself (libwebp_anim); only reading needs Pillow (see _read_webp).
-    ".webp": VideoFormat(
-        "animated WebP", "webp", ("libwebp_anim",), "yuv420p", stores_loop=True,
-        quality_option="quality", quality_span=(0, 100), default_quality=90,
-    ),
-    # Lossless frames: the path is a folder ending in "/" or a file name with %d / %05d in it.
-    ".png": VideoFormat("PNG frame sequence", "image2", ("png",), "rgb24"),
-}
+from .video_formats import DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
 
 SEQUENCE_FILE_NAME = "frame_{:05d}.png"  # frame files written into a folder target
 _FRAME_NUMBER = re.compile(r"%(0\d+)?d")  # printf patterns we accept: %d, %05d
@@ -123,6 +80,7 @@ def _plan(path, count: int, fps, loop, overwrite: bool, quality) -> _Plan:
         _check_targets(files, overwrite, folder_may_be_created=_is_folder_path(path))
         return _Plan(files, rate)
     target, fmt = Path(path), video_format(path)
+    check_fps(fmt, rate, fps)
     _check_targets([target], overwrite, folder_may_be_created=False)
     return _Plan([target], rate, fmt, _pick_encoder(fmt, target))
 
@@ -221,6 +179,17 @@ def _frame_rate(fps) -> Fraction:
     return rate
 
 
+def check_fps(fmt: VideoFormat, rate: Fraction, fps) -> None:
+    """Refuse a frame rate that `fmt`'s container cannot store (see VideoFormat.fps_range), rather
+    than writing a file that plays at another rate or not at all."""
+    slowest, fastest = fmt.fps_range()
+    if not slowest <= rate <= fastest:
+        allowed = f"{slowest:.2g} to {fastest:g}" if slowest else f"at most {fastest:g}"
+        why = (f"it times frames in whole 1/{fmt.clock} s, at least 2 per frame" if fmt.clock
+               else "players and encoder levels are not made for more")
+        raise InputError("fps", f"{fps:g} is out of range for {fmt.description}: use {allowed} ({why})")
+
+
 def _check_loop(loop) -> None:
     if isinstance(loop, bool) or not isinstance(loop, numbers.Integral) or not 0 <= loop <= _MAX_LOOP:
         raise InputError("loop", f"expected a whole number from 0 (forever) to {_MAX_LOOP}, got {loop!r}")
@@ -247,7 +216,7 @@ def _check_targets(files: list[Path], overwrite: bool, folder_may_be_created: bo
         if file.is_dir():
             raise InputError(str(file), "is a folder, not a file")
         if file.exists() and not overwrite:
-            raise InputError(str(file), "already exists; pass overwrite=True to replace it")
+            raise InputError(str(file), "already exists; pass `overwrite=True` to replace it")
 
 
 def _pick_encoder(fmt: VideoFormat, target: Path) -> str:

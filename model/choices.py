@@ -1,0 +1,31 @@
+"""The values users choose from (CLI flags, their defaults and limits), as plain data.
+
+This module imports nothing heavy, so `python -m model.sample --help` can list every choice
+without loading torch or diffusers. The modules that act on a choice import it from here.
+"""
+
+# The release's aspect buckets (width, height): Hotshot-XL was trained around 512 px on these.
+ASPECT_BUCKETS = [(320, 768), (384, 672), (416, 608), (512, 512), (608, 416), (672, 384), (768, 320)]
+
+DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8")  # "auto": see precision.default_dtype
+OFFLOAD_MODES = ("none", "model", "sequential")  # see offload.py
+VAE_TILING = ("auto", "on", "off")  # see decode.wants_tiling
+
+# Context windows (see context.py).
+MAX_LENGTH = 24  # positions in the released temporal layers' sinusoidal table
+SCHEDULES = ("uniform", "static")  # how windows are laid over the frames
+WEIGHTINGS = ("pyramid", "flat")  # how overlapping windows' predictions are blended
+NOISE_TYPES = ("independent", "freenoise")  # initial noise for videos longer than one window
+
+# Schedulers (see schedulers.py, whose SCHEDULERS has these names in this order: a test checks).
+SCHEDULER_NAMES = ("euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm")
+DEFAULT_SCHEDULER = "euler_a"
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+SEED_MAX = 2**64 - 1  # torch.Generator takes 64-bit seeds (ComfyUI's seed widget has the same range)
+
+# `--model tiny-random` is an install check: unless the user asks for more, it makes a small video
+# in a few steps, so the check takes seconds, not the minutes of the release's 672x384 at 30 steps.
+TINY_RANDOM = "tiny-random"
+TINY_RANDOM_DEFAULTS = {"width": 256, "height": 256, "steps": 4}
