@@ -1,10 +1,12 @@
 """`python -m model.sample`: golden frames through the CLI, every output format, and bad input."""
 
+import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -63,46 +65,104 @@ def test_module_entry_point_runs(tmp_path):
     assert read_video(out)[0].shape[0] == 2
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--width", "65"], "--width: must be a positive multiple of 8, got 65"),
-    (["--frames", "0"], "--frames: must be a positive whole number, got 0"),
-    (["--steps", "0"], "--steps: must be a positive whole number, got 0"),
-    (["--fps", "0"], "fps: "),
-    (["--context-overlap", "8"], "--context-overlap: must be 0 to 7 (less than the window length 8), got 8"),
-    (["--context-length", "25"], "--context-length: must be 1 to 24 frames"),
-    (["--context-stride", "3"], "--context-stride: must be a power of two (1, 2, 4, ...), got 3"),
-    (["--compile", "--offload", "sequential"], "--compile: cannot be combined with sequential offload"),
-])
-def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
-    out = tmp_path / "out.mp4"
-    assert run(["--model", "tiny-random", "--out", str(out), *flags]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not out.exists() and not list(tmp_path.iterdir())
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def test_unknown_scheduler_and_extension(tmp_path, capsys):
+def _mps_available() -> bool:
+    import torch
+
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+TINY = ["--model", "tiny-random"]
+SINGLE_FILE = "{fixtures}/sdxl-tiny-single-file.safetensors"
+TEMPORAL = "{fixtures}/hsxl_temporal_layers_tiny.safetensors"
+# Every bad input: the flags (beside `--out {tmp}/out.mp4`, which a later --out replaces) and the start
+# of the one line the CLI prints. {tmp} is the test's folder, holding only mine.mp4 (the user's file);
+# {fixtures} is tests/fixtures.
+BAD_INPUTS = [
+    (TINY + ["--width", "65"], "--width: must be a positive multiple of 8, got 65"),
+    (TINY + ["--frames", "0"], "--frames: must be a positive whole number, got 0"),
+    (TINY + ["--steps", "0"], "--steps: must be a positive whole number, got 0"),
+    (TINY + ["--seed", "1180591620717411303424"], "--seed: must be a whole number from 0 to 2**64-1"),
+    (TINY + ["--seed", "-1"], "--seed: must be a whole number from 0 to 2**64-1"),
+    (TINY + ["--guidance", "inf"], "--guidance: must be a finite number, got inf"),
+    (TINY + ["--guidance", "nan"], "--guidance: must be a finite number, got nan"),
+    (TINY + ["--guidance", "-1"], "--guidance: must be zero or more, got -1.0"),
+    pytest.param(TINY + ["--device", "cuda"], "--device: cuda asked, but", id="no-cuda",
+                 marks=pytest.mark.skipif(_cuda_count() > 0, reason="this machine has a CUDA GPU")),
+    (TINY + ["--device", "cuda:99"], "--device: cuda:99 asked, but"),
+    pytest.param(TINY + ["--device", "mps"], "--device: mps asked, but Apple's MPS is not available", id="no-mps",
+                 marks=pytest.mark.skipif(_mps_available(), reason="this machine has MPS")),
+    (TINY + ["--device", "gpu"], "--device: 'gpu' is not a torch device"),
+    (TINY + ["--fps", "0"], "--fps: must be a positive number, got 0"),
+    (TINY + ["--fps", "inf"], "--fps: must be a positive number, got inf"),
+    (TINY + ["--fps", "nan", "--out", "{tmp}/x.gif"], "--fps: must be a positive number, got nan"),
+    (TINY + ["--fps", "120", "--out", "{tmp}/x.gif"], "--fps: 120 is out of range for GIF: use 0.0015 to 50"),
+    (TINY + ["--fps", "0.001", "--out", "{tmp}/x.gif"], "--fps: 0.001 is out of range for GIF"),
+    (TINY + ["--fps", "600", "--out", "{tmp}/x.webm"], "--fps: 600 is out of range for VP9 in WebM: use at most 500"),
+    (TINY + ["--fps", "600", "--out", "{tmp}/x.webp"], "--fps: 600 is out of range for animated WebP"),
+    (TINY + ["--fps", "100000"], "--fps: 100000 is out of range for H.264 in MP4: use at most 1000"),
+    (TINY + ["--loop", "-1", "--out", "{tmp}/x.gif"], "--loop: expected a whole number from 0 (forever) to 65535"),
+    (TINY + ["--out", "{tmp}/mine.mp4"], "{tmp}/mine.mp4: already exists; pass --overwrite to replace it"),
+    (TINY + ["--out", "{tmp}/a.mkv"], "{tmp}/a.mkv: unknown video type '.mkv'"),
+    (TINY + ["--out", "{tmp}/no/such/a.mp4"], "{tmp}/no/such/a.mp4: folder {tmp}/no/such does not exist"),
+    (TINY + ["--sdxl", SINGLE_FILE], "--sdxl: cannot be used with --model tiny-random"),
+    (TINY + ["--temporal-layers", TEMPORAL], "--temporal-layers: cannot be used with --model tiny-random"),
+    (TINY + ["--tokenizer", "{fixtures}/hotshot-xl-tiny"], "--tokenizer: cannot be used with --model tiny-random"),
+    (TINY + ["--context-overlap", "8"], "--context-overlap: must be 0 to 7 (less than the window length 8), got 8"),
+    (TINY + ["--context-length", "4", "--context-overlap", "4"], "--context-overlap: must be 0 to 3"),
+    (TINY + ["--context-length", "25"], "--context-length: must be 1 to 24 frames"),
+    (TINY + ["--context-stride", "3"], "--context-stride: must be a power of two (1, 2, 4, ...), got 3"),
+    (TINY + ["--compile", "--offload", "sequential"], "--compile: cannot be combined with sequential offload"),
+    (["--model", "{tmp}/nowhere"], "{tmp}/nowhere: expected a Hotshot-XL model folder"),
+    (["--model", "{fixtures}/hotshot-xl-tiny", "--tokenizer", "/nonexistent"], "--tokenizer: /nonexistent does not "
+     "exist; expected a model folder with tokenizer/ and tokenizer_2/"),
+    (["--temporal-layers", SINGLE_FILE, "--sdxl", TEMPORAL, "--tokenizer", "{fixtures}/hotshot-xl-tiny"],
+     f"--temporal-layers: {SINGLE_FILE} is an SDXL checkpoint and {TEMPORAL} holds Hotshot-XL temporal layers: the "
+     f"two look swapped; give --temporal-layers {TEMPORAL} and --sdxl {SINGLE_FILE}"),
+    (["--temporal-layers", SINGLE_FILE, "--sdxl", SINGLE_FILE], f"--temporal-layers: {SINGLE_FILE} is an SDXL "
+     "checkpoint, not Hotshot-XL temporal layers (hsxl_temporal_layers*.safetensors); give it as --sdxl"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_INPUTS)
+def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(tmp_path, fixtures_dir, capsys, monkeypatch,
+                                                                  flags, message):
+    import model.pipeline
+    import model.tiny
+
+    def heavy(*args, **kwargs):
+        raise AssertionError("weights were loaded before the bad input was found")
+
+    monkeypatch.setattr(model.pipeline, "load_unet", heavy)
+    monkeypatch.setattr(model.tiny, "tiny_random_pipeline", heavy)
+    mine = tmp_path / "mine.mp4"
+    mine.write_bytes(b"the user's own file")
+    fill = {"tmp": str(tmp_path), "fixtures": str(fixtures_dir)}
+    assert run(["--out", str(tmp_path / "out.mp4"), *(flag.format(**fill) for flag in flags)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: " + message.format(**fill)), captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.mp4"] and mine.read_bytes() == b"the user's own file"
+
+
+def test_unknown_scheduler_is_refused_by_argparse(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(["--model", "tiny-random", "--scheduler", "heun", "--out", str(tmp_path / "a.mp4")])
-    assert exit_info.value.code == 2
-    assert run(["--model", "tiny-random", "--out", str(tmp_path / "a.mkv")]) == 2
-    assert "unknown video type '.mkv'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --scheduler: invalid choice: 'heun'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
-def test_existing_output_is_kept_unless_overwrite(tmp_path, capsys):
-    out = tmp_path / "mine.mp4"
+def test_existing_output_is_replaced_with_overwrite(tmp_path):
+    out = tmp_path / "mine.mp4"  # without --overwrite it is kept: see BAD_INPUTS
     out.write_bytes(b"my own file")
-    assert run(["--model", "tiny-random", "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert out.read_bytes() == b"my own file"
     assert run(["--model", "tiny-random", "--width", "64", "--height", "64", "--frames", "2", "--steps", "1",
                 "--out", str(out), "--overwrite"]) == 0
     assert read_video(out)[0].shape == (2, 64, 64, 3)
-
-
-def test_missing_output_folder(tmp_path, capsys):
-    assert run(["--model", "tiny-random", "--out", str(tmp_path / "no" / "such" / "a.mp4")]) == 2
-    assert "does not exist" in capsys.readouterr().err
 
 
 def test_no_model_says_where_to_get_weights(tmp_path, capsys):
@@ -118,11 +178,6 @@ def test_model_folder_missing_a_component(tiny_model_dir, tmp_path, capsys):
     assert run(["--model", str(broken), "--out", str(tmp_path / "a.mp4")]) == 2
     assert f"{broken}: model folder lacks vae" in capsys.readouterr().err
     assert not (tmp_path / "a.mp4").exists()
-
-
-def test_missing_model_path(tmp_path, capsys):
-    assert run(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "a.mp4")]) == 2
-    assert "nowhere: expected a Hotshot-XL model folder" in capsys.readouterr().err
 
 
 def test_long_prompt_is_reported(tmp_path, capsys):
@@ -222,3 +277,122 @@ def test_dtype_offload_and_compile_flags_reach_the_pipeline(tmp_path, capsys, mo
             run([*small, flag, value, "--out", str(tmp_path / "c.gif")])
         assert exit_info.value.code == 2 and f"argument {flag}: invalid choice: '{value}'" in capsys.readouterr().err
     assert not (tmp_path / "c.gif").exists()
+
+
+def _library_calls(fixtures):
+    from model import Settings, load_pipeline, write_video
+
+    frames = __import__("torch").zeros(2, 8, 8, 3)
+    return [
+        (lambda: Settings(guidance=float("inf")).check(), "guidance: must be a finite number, got inf"),
+        (lambda: Settings(guidance=float("nan")).check(), "guidance: must be a finite number, got nan"),
+        (lambda: Settings(seed=2**64).check(), "seed: must be a whole number from 0 to 2**64-1"),
+        (lambda: Settings(seed=1.5).check(), "seed: must be a whole number"),
+        (lambda: load_pipeline("tiny-random", sdxl=fixtures / "sdxl-tiny-single-file.safetensors"),
+         "sdxl: cannot be used with `model=tiny-random`"),
+        (lambda: load_pipeline("tiny-random", device="cuda:99"), "device: cuda:99 asked, but"),
+        (lambda: load_pipeline(fixtures / "hotshot-xl-tiny", tokenizer="/nonexistent"),
+         "tokenizer: /nonexistent does not exist"),
+        (lambda: write_video(frames, fixtures / "README.md"), "unknown video type '.md'"),
+        (lambda: write_video(frames, fixtures.parent / "test_cli.py.gif", fps=120),
+         "fps: 120 is out of range for GIF"),
+    ]
+
+
+def test_library_names_its_arguments(fixtures_dir, tmp_path):
+    from model import InputError, write_video
+
+    for call, message in _library_calls(fixtures_dir):
+        with pytest.raises(InputError) as error:
+            call()
+        assert message in str(error.value)
+    mine = tmp_path / "mine.gif"
+    mine.write_bytes(b"mine")
+    with pytest.raises(InputError, match=r"mine.gif: already exists; pass `overwrite=True` to replace it"):
+        write_video(np.zeros((2, 8, 8, 3), np.uint8), mine)
+    assert mine.read_bytes() == b"mine"
+
+
+def test_help_is_fast_shows_every_default_and_imports_nothing_heavy():
+    code = ("import runpy, sys\nsys.argv = ['model.sample', '--help']\ntry:\n"
+            "    runpy.run_module('model.sample', run_name='__main__', alter_sys=True)\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'av') if m in sys.modules), file=sys.stderr)")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "[]"  # README says about 0.2 s; torch alone takes seconds to import
+    assert seconds < 2, f"--help took {seconds:.1f} s"
+    assert result.stdout.startswith("usage: python -m model.sample")
+
+    from model.sample import _HelpFormatter, build_parser
+
+    parser = build_parser()
+    formatter = _HelpFormatter("x")
+    for action in parser._actions:
+        if action.default in (None, argparse.SUPPRESS) or action.default is False or not action.option_strings:
+            continue
+        shown = formatter._expand_help(action) if action.help else ""
+        assert f"default: {action.default}" in shown, (action.dest, shown)
+    context = {a.dest: a.help for a in parser._actions if a.dest.startswith("context_")}
+    assert all("(default " in text or "loop" in text for text in context.values())
+
+
+def test_choices_without_torch_agree_with_the_modules_that_use_them():
+    from model import choices
+    from model.context import ContextOptions
+    from model.pipeline import Settings
+    from model.sample import CONTEXT_DEFAULTS, build_parser
+    from model.schedulers import SCHEDULERS
+
+    assert tuple(SCHEDULERS) == choices.SCHEDULER_NAMES
+    assert ContextOptions(**CONTEXT_DEFAULTS) == ContextOptions()
+    defaults = {a.dest: a.default for a in build_parser()._actions}
+    for field in ("width", "height", "frames", "steps", "guidance", "seed", "scheduler", "decode_chunk", "noise",
+                  "vae_tiling"):
+        assert defaults[field] == getattr(Settings(), field), field
+    assert tuple(defaults["original_size"]) == Settings().original_size
+
+
+def test_tiny_random_is_small_fast_and_says_so(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from model.pipeline import HotshotXLPipeline
+
+    seen = []
+
+    def stop(self, conditions, settings, *args, **kwargs):  # what would be sampled, then Ctrl-C
+        seen.append((settings, self.unet.dtype))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(HotshotXLPipeline, "sample", stop)
+    out = tmp_path / "demo.mp4"
+    assert run(["--model", "tiny-random", "--device", "cpu", "--out", str(out)]) == 130
+    settings, dtype = seen[-1]
+    assert (settings.width, settings.height, settings.steps, settings.frames) == (256, 256, 4, 8)
+    assert dtype == torch.float32  # --dtype auto on a CPU: bf16 is several times slower for this model
+    assert "tiny-random: --width 256 --height 256 --steps 4 (an install check" in capsys.readouterr().err
+    # What the user gives is kept, and only the rest is said.
+    assert run(["--model", "tiny-random", "--device", "cpu", "--steps", "2", "--width=128", "--dtype", "bf16",
+                "--out", str(out)]) == 130
+    settings, dtype = seen[-1]
+    assert (settings.width, settings.height, settings.steps) == (128, 256, 2) and dtype == torch.bfloat16
+    assert "tiny-random: --height 256 (an install check" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_progress_bars_for_loading_sampling_and_decoding(tiny_model_dir, capsys):
+    from model import load_pipeline
+
+    load_pipeline(tiny_model_dir, dtype="fp32", device="cpu", progress=True)
+    assert "loading: 100%" in capsys.readouterr().err
+    pipe = load_pipeline("tiny-random", device="cpu")
+    steps = []
+    frames = pipe("a corgi", width=64, height=64, frames=2, steps=2, progress=True,
+                  callback=lambda step, total, latents: steps.append((step, total)))
+    err = capsys.readouterr().err
+    assert "sampling: 100%" in err and "2/2" in err and "decoding: 100%" in err
+    assert steps == [(0, 2), (1, 2)] and frames.shape == (2, 64, 64, 3)
+    pipe("a corgi", width=64, height=64, frames=2, steps=1)
+    assert capsys.readouterr().err == ""  # no bars unless asked
