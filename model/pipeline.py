@@ -28,6 +28,7 @@ from .sampling import Conditions, StepCallback, denoise, guided_predictor, initi
 from .schedulers import DEFAULT_SCHEDULER, SchedulerOptions, make_scheduler, scheduler_options
 from .text import TextEncoders
 from .unet import HotshotXLUNet
+from .weights import reading_progress
 
 
 @dataclass
@@ -278,14 +279,11 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
                                  "with config.json and weights, as in hotshotco/Hotshot-XL)")
     tokenizers = _tokenizers(tokenizer, folder_for_text, model)
 
-    with bar(progress, 3, "loading", "part") as advance:  # the UNet, the VAE, the text encoders
+    with bar(progress, None, "loading", "B") as advance, reading_progress(lambda nbytes: advance(by=nbytes)):
         unet = load_unet(unet_paths, dtype="fp8" if fp8 else dtype, device=load_device, config=unet_config)
-        advance()
         vae = load_vae(components, dtype, load_device, configs)
-        advance()
         text = load_text_encoders(components, tokenizers, dtype, load_device, configs,
                                   force_zeros_for_empty_prompt(model or folder_for_text, configs))
-        advance()
     name = str(model if model is not None else sdxl)
     pipe = HotshotXLPipeline(unet, vae, text, scheduler_config(model or folder_for_text, configs), name)
     return _speed_up(pipe, device, offload, compile)

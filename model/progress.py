@@ -11,15 +11,19 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def bar(enabled: bool, total: int, desc: str, unit: str):
-    """Yield `advance(done=None)`: one more unit, or `done` units in all. A no-op unless `enabled`."""
+def bar(enabled: bool, total: int | None, desc: str, unit: str):
+    """Yield `advance(done=None, by=1)`: `by` more units, or `done` in all. A no-op unless `enabled`.
+
+    `total` None counts without an end (loading: bytes read); unit "B" shows kB, MB, GB.
+    """
     if not enabled:
-        yield lambda done=None: None
+        yield lambda done=None, by=1: None
         return
     from tqdm.auto import tqdm  # comes with huggingface_hub (diffusers, transformers)
 
-    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True) as shown:
-        def advance(done: int | None = None) -> None:
-            shown.update(1 if done is None else done - shown.n)
+    with tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr, leave=False,
+              dynamic_ncols=True) as shown:
+        def advance(done: int | None = None, by: int = 1) -> None:
+            shown.update(by if done is None else done - shown.n)
 
         yield advance

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -40,6 +42,21 @@ def safetensors_keys(path: Path) -> list[str]:
         raise ModelFileError(path, f"not a readable .safetensors file (truncated or corrupt?): {error}") from None
 
 
+# Told the bytes of each tensor as it is read, inside `reading_progress` (a loading progress bar).
+_ON_TENSOR: ContextVar[tuple[Callable[[int], None], ...]] = ContextVar("on_tensor", default=())
+
+
+@contextmanager
+def reading_progress(callback: Callable[[int], None]):
+    """Within this context, read_safetensors calls `callback(nbytes)` after each tensor it reads
+    (and the callbacks of enclosing contexts too)."""
+    token = _ON_TENSOR.set((*_ON_TENSOR.get(), callback))
+    try:
+        yield
+    finally:
+        _ON_TENSOR.reset(token)
+
+
 def read_safetensors(path: Path, dtype: torch.dtype | None = None,
                      keep: Callable[[str], bool] | None = None,
                      rename: Callable[[str], str] | None = None,
@@ -53,12 +70,15 @@ def read_safetensors(path: Path, dtype: torch.dtype | None = None,
     path = Path(path)
     safetensors_keys(path)  # uniform errors for missing, pickle and corrupt files
     tensors = {}
+    on_tensor = _ON_TENSOR.get()
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
             for key in reader.keys():
                 if keep is not None and not keep(key):
                     continue
                 tensor = reader.get_tensor(key)
+                for callback in on_tensor:
+                    callback(tensor.numel() * tensor.element_size())
                 name = rename(key) if rename else key
                 if convert is not None:
                     tensors.update(convert(name, tensor))
