@@ -293,7 +293,8 @@ SDXL_KINDS = ("sdxl", "sdxl_single_file")
 
 
 def check_sources(model=None, temporal_layers=None, sdxl=None, tokenizer=None, configs=None) -> None:
-    """The cheap checks of load_pipeline's sources that need no file: InputError naming the argument."""
+    """load_pipeline's checks of its sources that read no file (the CLI runs them first): the
+    tiny model takes no files, so any given with it would be silently ignored. InputError names the argument."""
     if str(model) != TINY_RANDOM:
         return
     given = {"temporal_layers": temporal_layers, "sdxl": sdxl, "tokenizer": tokenizer, "configs": configs}

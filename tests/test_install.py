@@ -37,7 +37,7 @@ def test_every_folder_of_the_library_is_a_listed_package():
 def test_installed_package_runs_its_console_script_and_readme_example(tmp_path):
     # The repository's files, without the tests' fixtures: a build leaves build/ and *.egg-info in
     # the folder it builds, which must not be the checkout.
-    source = tmp_path / "source"
+    source = tmp_path / "my clone of ComfyUI-Hotshot-XL"  # spaces, as a user might name it
     shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "venv", "tests", "benchmarks", "workflows", "__pycache__", "build", "*.egg-info"))
     venv = tmp_path / "venv"
@@ -56,7 +56,7 @@ def test_installed_package_runs_its_console_script_and_readme_example(tmp_path):
                              capture_output=True, text=True, env=env, timeout=300)
     assert install.returncode == 0, install.stdout + install.stderr
 
-    elsewhere = tmp_path / "elsewhere"  # not the repository: `model` is not importable here
+    elsewhere = tmp_path / "some project"  # not the repository: `model` is not importable here
     elsewhere.mkdir()
     script = bin_dir / "hotshot-xl-sample"
     help_text = subprocess.run([script, "--help"], cwd=elsewhere, capture_output=True, text=True, env=env,
