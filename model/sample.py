@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from .choices import (ASPECT_BUCKETS, DEFAULT_SCHEDULER, DTYPES, MAX_LENGTH, NOISE_TYPES, OFFLOAD_MODES,
+from .choices import (ASPECT_BUCKETS, CONTEXT_DEFAULTS, DEFAULT_SCHEDULER, DTYPES, MAX_LENGTH, NOISE_TYPES, OFFLOAD_MODES,
                       PREDICTION_TYPES, SCHEDULER_NAMES, SCHEDULES, SEED_MAX, TIMESTEP_SPACINGS, TINY_RANDOM,
                       TINY_RANDOM_DEFAULTS, VAE_TILING, WEIGHTINGS)
 from .errors import HotshotError, InputError
@@ -45,8 +45,6 @@ FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "step
 # unset keeps the field's default.
 CONTEXT_FLAGS = {"length": "--context-length", "overlap": "--context-overlap", "stride": "--context-stride",
                  "schedule": "--context-schedule", "weighting": "--context-weighting", "loop": "--context-loop"}
-CONTEXT_DEFAULTS = {"length": 8, "overlap": 4, "stride": 1, "schedule": "uniform", "weighting": "pyramid"}  # a test
-# checks these against ContextOptions(): here they are shown without importing it
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -344,11 +344,11 @@ def test_choices_without_torch_agree_with_the_modules_that_use_them():
     from model import choices
     from model.context import ContextOptions
     from model.pipeline import Settings
-    from model.sample import CONTEXT_DEFAULTS, build_parser
+    from model.sample import build_parser
     from model.schedulers import SCHEDULERS
 
     assert tuple(SCHEDULERS) == choices.SCHEDULER_NAMES
-    assert ContextOptions(**CONTEXT_DEFAULTS) == ContextOptions()
+    assert ContextOptions(**choices.CONTEXT_DEFAULTS) == ContextOptions()
     defaults = {a.dest: a.default for a in build_parser()._actions}
     for field in ("width", "height", "frames", "steps", "guidance", "seed", "scheduler", "decode_chunk", "noise",
                   "vae_tiling"):
