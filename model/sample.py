@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .context import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS, ContextOptions, context_for
 from .decode import VAE_TILING
+from .distributed.cli import add_distributed_arguments, plan_session
 from .errors import HotshotError, InputError
 from .offload import OFFLOAD_MODES
 from .pipeline import ASPECT_BUCKETS, Settings, check_speed_options
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--fps", type=float, default=DEFAULT_FPS)
     out.add_argument("--loop", type=int, default=0, help="gif/webp loop count, 0 = forever")
     out.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_distributed_arguments(parser)
     return parser
 
 
@@ -168,7 +170,11 @@ def run(argv=None) -> int:
         settings = _settings(args)
         with _errors_named_by_flag(FLAG_OF):
             check_speed_options(args.offload, args.compile)
-        check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+        session = plan_session(args, settings)  # --prompts and torchrun's ranks, checked before loading
+        if session.finished:
+            return 0
+        if session.writes_one_video:
+            check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
         if settings.context is None and context_for(settings.frames, None) is not None:
             default = ContextOptions()
             print(f"--frames {settings.frames}: more than the {MAX_LENGTH} frames the temporal layers take in one "
@@ -177,9 +183,13 @@ def run(argv=None) -> int:
 
         from .pipeline import load_pipeline  # heavy imports only once the flags are known good
 
+        session.join()
         pipe = load_pipeline(args.model, temporal_layers=args.temporal_layers, sdxl=args.sdxl,
-                             tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype, device=args.device,
-                             offload=args.offload, compile=args.compile)
+                             tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype,
+                             device=session.device(args.device), offload=args.offload, compile=args.compile)
+        if session.batch:
+            return session.run_batch(pipe)
+        session.share(pipe)
         if args.model == "tiny-random":
             print("tiny-random: random weights, so the video is noise; this only checks the install",
                   file=sys.stderr)
@@ -196,6 +206,8 @@ def run(argv=None) -> int:
         with tqdm(total=settings.steps, desc="sampling", unit="step", file=sys.stderr, leave=False) as bar:
             latents = pipe.sample(conditions, settings, callback=lambda *_: bar.update())
         frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling)
+        if not session.writes_one_video:
+            return 0
         from .video import write_video
 
         files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite)
