@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.context import ContextOptions, context_windows
+from model.context import ContextOptions, context_windows, windowed_predictor
 from model.distributed.batch import check_outputs, output_for, read_prompts
+from model.distributed.windows import WindowShare
 from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
 from model.sample import run
@@ -176,3 +178,50 @@ def test_batch_outputs_are_checked_before_loading(tmp_path, capsys):
     assert "no such prompts file" in capsys.readouterr().err
     assert run(["--model", "tiny-random", "--dist-timeout", "0", "--out", f"{tmp_path}/a.mp4"]) == 2
     assert "--dist-timeout: must be a positive number" in capsys.readouterr().err
+
+
+# --- the window exchange, with threads standing in for ranks ----------------------------------------
+
+class ThreadRanks:
+    """What WindowShare needs of a RankGroup, for `size` threads exchanging through shared slots."""
+
+    def __init__(self, rank: int, size: int, slots: list, barrier: threading.Barrier):
+        self.rank, self.size, self.transport = rank, size, torch.device("cpu")
+        self.slots, self.sync = slots, barrier
+
+    def all_gather(self, tensor):
+        self.slots[self.rank] = tensor.clone()
+        self.sync.wait()
+        gathered = list(self.slots)
+        self.sync.wait()
+        return gathered
+
+
+@pytest.mark.parametrize("size", [2, 3, 7])
+@pytest.mark.parametrize("options", [ContextOptions(), ContextOptions(6, 2, 2, "static", "flat", True),
+                                     ContextOptions(4, 0, 4, loop=True)])
+def test_shared_windows_blend_bit_identically(options, size):
+    """Every rank's blend equals the single-process one bit for bit, also with ranks left without a window."""
+    latents = torch.randn(2, 4, 19, 3, 5, generator=torch.Generator().manual_seed(0))
+
+    def predict(window_latents, timestep):  # depends on every frame of the window, like the UNet
+        return torch.sin(window_latents * 3 + timestep / 100) + window_latents.mean(dim=2, keepdim=True)
+
+    timestep = torch.tensor(700.0)
+    alone = windowed_predictor(predict, options)(latents, timestep)
+    slots, barrier, results = [None] * size, threading.Barrier(size), [None] * size
+
+    def rank(number):
+        share = WindowShare(ThreadRanks(number, size, slots, barrier))
+        results[number] = (windowed_predictor(predict, options, share)(latents, timestep), share)
+
+    threads = [threading.Thread(target=rank, args=(number,)) for number in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    windows = len(context_windows(19, options, 700))
+    for number, (blended, share) in enumerate(results):
+        assert torch.equal(blended, alone), f"rank {number} of {size}"
+        assert list(share.windows_of_this_rank(windows)) == list(range(number, windows, size))
+        assert share.received_bytes == -(-windows // size) * (size - 1) * 2 * 4 * options.length * 3 * 5 * 4
