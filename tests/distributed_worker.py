@@ -1,12 +1,13 @@
 """Run by tests/test_distributed.py under torchrun, with 2 gloo ranks on the CPU:
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/distributed_worker.py MODEL OUT BATCH_ARGV
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/distributed_worker.py MODEL OUT ARGV
 
 One launch (each costs seconds of imports per rank) goes through three phases:
 1. a 24-frame video in windows of 8 through the Python API (`join`, `distribute`): every rank
    saves its frames, its UNet calls and the bytes it received to OUT/rank{r}.pt;
-2. the CLI's prompt batch, `model.sample.run(BATCH_ARGV)` (a JSON list of flags), inside the
-   same process group: each rank prints the lines it wrote;
+2. the CLI, inside the same process group, with the flags in ARGV (JSON: {"batch": [...],
+   "video": [...]}): a prompt batch, each rank printing the lines it wrote; then the same video
+   as 1., written by rank 0 alone;
 3. the video again, with rank 1 killing itself (SIGKILL) after the first step, as a crashed GPU
    process would: rank 0 must fail, not hang, and write nothing (OUT/killed_rank0.pt).
 """
@@ -30,7 +31,7 @@ VIDEO = dict(frames=24, width=64, height=64, steps=2, seed=3, context=ContextOpt
 KILLED_RANK = 1
 
 
-def main(model_dir: str, out: str, batch_argv: str) -> None:
+def main(model_dir: str, out: str, argv: str) -> None:
     out = Path(out)
     ranks = join(timeout=60)
     pipe = distribute(load_pipeline(model_dir, dtype="fp32", device=ranks.device), ranks)
@@ -41,9 +42,11 @@ def main(model_dir: str, out: str, batch_argv: str) -> None:
     torch.save({"frames": frames, "unet_calls": calls, "received_bytes": pipe.distributed.windows.received_bytes},
                out / f"rank{ranks.rank}.pt")
 
-    code = run(json.loads(Path(batch_argv).read_text()))
-    if code:
-        sys.exit(code)
+    flags = json.loads(Path(argv).read_text())
+    for name in ("batch", "video"):
+        code = run(flags[name])
+        if code:
+            sys.exit(code)
     ranks.barrier()
     print(f"rank {ranks.rank}: killing rank {KILLED_RANK} after the first step", flush=True)
 

@@ -64,7 +64,10 @@ def launch(tiny_model_dir, tmp_path_factory):
     (folder / "batch").mkdir()
     (folder / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     argv = batch_argv(tiny_model_dir, folder / "prompts.txt", folder / "batch")
-    (folder / "argv.json").write_text(json.dumps(argv))
+    video = ["--model", str(tiny_model_dir), "--dtype", "fp32", "--device", "cpu", "--prompt", "a cat",
+             "--negative-prompt", "blurry", "--frames", "24", "--width", "64", "--height", "64", "--steps", "2",
+             "--seed", "3", "--context-length", "8", "--context-overlap", "4", "--out", f"{folder}/video/"]
+    (folder / "argv.json").write_text(json.dumps({"batch": argv, "video": video}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(REPO_ROOT / "tests" / "distributed_worker.py"), str(tiny_model_dir), str(folder),
@@ -84,6 +87,9 @@ def test_windowed_video_on_two_ranks_is_the_single_process_video(launch, pipe):
         assert torch.equal(result["frames"], alone), f"rank {rank}: max diff {(result['frames'] - alone).abs().max()}"
         calls[rank] = result["unet_calls"]
         assert result["received_bytes"] > 0
+    # The CLI's run of the same video: PNG frames, written once (by rank 0).
+    assert np.array_equal(png_frames(folder / "video"), to_uint8_frames(alone))
+    assert [line.split(" ")[0] for line in done.stdout.splitlines() if " 24 frames, 64x64" in line] == ["wrote"]
     # The ranks shared the windows: between them every window of every step once, round robin.
     scheduler = make_scheduler("euler_a", pipe.scheduler_config)
     scheduler.set_timesteps(VIDEO["steps"])

@@ -192,8 +192,9 @@ def render_prompts(pipe, lines: list[PromptLine], ranks: RankGroup | None = None
     Every rank of `ranks` must call it with the same lines. Rank 0 lists what is left to do (so
     all ranks agree even while outputs appear), the list is shared out round robin, and each rank
     renders its lines alone with `pipe` (its windows not shared). At the end the ranks wait for
-    each other, for the group's timeout plus this rank's longest line, so a rank that hangs
-    fails the batch instead of holding it forever. `log(text)` hears of each line written.
+    each other, for the group's timeout plus this rank's longest line (on a gloo group; NCCL's
+    barrier waits its group's timeout), so a rank that hangs fails the batch instead of holding
+    it forever. `log(text)` hears of each line written.
     Returns the lines this rank wrote.
     """
     check_outputs(lines, fps, loop)
