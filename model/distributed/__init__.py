@@ -20,6 +20,7 @@ from importlib import import_module
 _LAZY = {
     "DEFAULT_TIMEOUT_S": ".launch",
     "RankGroup": ".group",
+    "RanksLost": ".group",
     "join": ".group",
     "WindowShare": ".windows",
     "Distributed": ".sharing",

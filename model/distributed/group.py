@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,6 +24,10 @@ import torch.distributed as dist
 
 from ..errors import InputError
 from .launch import DEFAULT_TIMEOUT_S, check_timeout, torchrun_environment
+
+
+class RanksLost(RuntimeError):
+    """A collective failed: another rank died, or did not answer within the timeout."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,16 @@ class RankGroup:
         """Every rank's `tensor` (same shape and dtype on all ranks), in rank order, on `transport`."""
         sent = tensor.to(self.transport).contiguous()
         received = [torch.empty_like(sent) for _ in range(self.size)]
-        dist.all_gather(received, sent, group=self.group)
+        with self._collective("exchanging results"):
+            dist.all_gather(received, sent, group=self.group)
         return received
 
     def broadcast_object(self, value, source: int = 0):
         """`value` as rank `source` has it (any picklable object), on every rank."""
         box = [value]
-        dist.broadcast_object_list(box, src=dist.get_global_rank(self.group, source) if self.group else source,
-                                   group=self.group, device=self.transport)
+        with self._collective(f"receiving rank {source}'s data"):
+            dist.broadcast_object_list(box, src=dist.get_global_rank(self.group, source) if self.group else source,
+                                       group=self.group, device=self.transport)
         return box[0]
 
     def barrier(self, timeout_s: float | None = None) -> None:
@@ -57,10 +64,22 @@ class RankGroup:
         On gloo this is monitored_barrier, whose error names the ranks that did not arrive.
         """
         seconds = self.timeout_s if timeout_s is None else timeout_s
-        if dist.get_backend(self.group) == "gloo":
-            dist.monitored_barrier(self.group, timeout=timedelta(seconds=seconds), wait_all_ranks=True)
-        else:
-            dist.barrier(self.group)
+        with self._collective("waiting for the others to finish", seconds):
+            if dist.get_backend(self.group) == "gloo":
+                dist.monitored_barrier(self.group, timeout=timedelta(seconds=seconds), wait_all_ranks=True)
+            else:
+                dist.barrier(self.group)
+
+    @contextmanager
+    def _collective(self, what: str, timeout_s: float | None = None):
+        """Say in one line what failed when a collective does (the backend's own message follows)."""
+        try:
+            yield
+        except RuntimeError as error:  # gloo and NCCL raise DistBackendError, a RuntimeError
+            seconds = self.timeout_s if timeout_s is None else timeout_s
+            raise RanksLost(f"rank {self.rank} of {self.size}: the other ranks stopped answering while "
+                            f"{what}: one died, or did not answer within {seconds:g} s (torchrun's report names "
+                            f"it). {type(error).__name__}: {str(error).strip().splitlines()[0][:300]}") from error
 
     def close(self) -> None:
         """Destroy the group if join() made it (a group the caller gave stays theirs)."""
