@@ -117,7 +117,7 @@ def _line_values(raw: str, where: str) -> dict:
 
 def _line_settings(settings: Settings, values: dict, index: int) -> Settings:
     given = {key: values[key] for key in LINE_SETTINGS if key in values}
-    for key, value in given.items():  # JSON has no tuples or ints-as-floats worries, but bool is an int
+    for key, value in given.items():  # JSON's true/false would pass as 1/0, and null as "unset": refused
         if isinstance(value, bool) or value is None:
             raise InputError(key, f"expected a number or name, got {value!r}")
     if "scheduler" in given:
