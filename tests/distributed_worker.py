@@ -8,17 +8,20 @@ One launch (each costs seconds of imports per rank) goes through three phases:
 2. the CLI, inside the same process group, with the flags in ARGV (JSON: {"batch": [...],
    "video": [...]}): a prompt batch, each rank printing the lines it wrote; then the same video
    as 1., written by rank 0 alone;
-3. the video again, with rank 1 killing itself (SIGKILL) after the first step, as a crashed GPU
-   process would: rank 0 must fail, not hang, and write nothing (OUT/killed_rank0.pt).
+3. the video again, shared over a group of the script's own (`join(group=...)`), with rank 1
+   killing itself (SIGKILL) after the first step, as a crashed GPU process would: rank 0 must
+   fail, not hang, and write nothing (OUT/killed_rank0.pt).
 """
 
 import json
 import os
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: `model`
 
@@ -48,14 +51,17 @@ def main(model_dir: str, out: str, argv: str) -> None:
         if code:
             sys.exit(code)
     ranks.barrier()
-    print(f"rank {ranks.rank}: killing rank {KILLED_RANK} after the first step", flush=True)
+    own = join(group=dist.new_group([0, 1], timeout=timedelta(seconds=30)))
+    assert own.group is not None and not own.owned and own.size == 2
+    distribute(pipe, own)
+    print(f"rank {own.rank}: killing rank {KILLED_RANK} after the first step", flush=True)
 
     def kill_after_first_step(step, steps, latents):
-        if ranks.rank == KILLED_RANK and step == 0:
+        if own.rank == KILLED_RANK and step == 0:
             os.kill(os.getpid(), signal.SIGKILL)
 
     frames = pipe("a cat", "blurry", callback=kill_after_first_step, **VIDEO)
-    torch.save(frames, out / f"killed_rank{ranks.rank}.pt")  # never reached
+    torch.save(frames, out / f"killed_rank{own.rank}.pt")  # never reached
 
 
 if __name__ == "__main__":
