@@ -165,12 +165,13 @@ def blend_weights(frames: int, windows: list[Window], weighting: str) -> torch.T
     return weights / weights.sum(dim=0)
 
 
-def windowed_predictor(predict: Predictor, options: ContextOptions) -> Predictor:
+def windowed_predictor(predict: Predictor, options: ContextOptions, share=None) -> Predictor:
     """A predictor that runs `predict` window by window and blends the windows' predictions.
 
     `predict` sees (batch, channels, window, h, w) latents, so a classifier-free guidance pair
     stays batched inside each call. With one window holding the whole video this is `predict`
-    itself, bit for bit.
+    itself, bit for bit. `share` (a model.distributed WindowShare) runs only this rank's windows
+    and adds every rank's into the blend in the same window order, so the blend is the same.
     """
 
     def predict_in_windows(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
@@ -180,10 +181,19 @@ def windowed_predictor(predict: Predictor, options: ContextOptions) -> Predictor
             return predict(latents, timestep)
         weights = blend_weights(frames, windows, options.weighting).to(latents.device)
         blended = torch.zeros_like(latents, dtype=torch.float32)  # (batch, channels, frames, h, w)
-        for window, weight in zip(windows, weights):
+        mine = range(len(windows)) if share is None else share.windows_of_this_rank(len(windows))
+        contributions = {}  # window number -> its weighted prediction, when shared among ranks
+        for number in mine:
+            window, weight = windows[number], weights[number]
             index = torch.tensor(window, device=latents.device)
             noise = predict(latents.index_select(2, index), timestep)  # (batch, channels, window, h, w)
-            blended.index_add_(2, index, noise.float() * weight[index].view(1, 1, -1, 1, 1))
+            contribution = noise.float() * weight[index].view(1, 1, -1, 1, 1)
+            if share is None:
+                blended.index_add_(2, index, contribution)
+            else:
+                contributions[number] = contribution
+        if share is not None:  # every rank's windows, added in window order as above
+            share.blend(blended, windows, contributions)
         return blended.to(latents.dtype)
 
     return predict_in_windows

@@ -109,6 +109,7 @@ class HotshotXLPipeline:
         self.offload = "none"  # see enable_offload
         self.offloader: Offloader | None = None
         self.compiled = False
+        self.distributed = None  # model.distributed.distribute: windows and decoding shared among ranks
 
     @property
     def device(self) -> torch.device:
@@ -171,13 +172,14 @@ class HotshotXLPipeline:
         with self._running(self.unet):
             predict = predictor or guided_predictor(self.unet, conditions, settings.guidance)
             if context is not None:
-                predict = windowed_predictor(predict, context)
+                predict = windowed_predictor(predict, context, self.distributed and self.distributed.windows)
             return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback)
 
     def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool | str = False, callback=None):
         """Frames (frames, height, width, 3) in 0..1; `tiled`: True/False or "auto"/"on"/"off"."""
+        decode = decode_latents if self.distributed is None else self.distributed.decode
         with self._running(self.vae):
-            return decode_latents(self.vae, latents, frames_per_chunk, tiled, callback)
+            return decode(self.vae, latents, frames_per_chunk, tiled, callback)
 
     def __call__(self, prompt: str, negative_prompt: str | None = "blurry", callback: StepCallback | None = None,
                  progress: bool = False, **settings) -> torch.Tensor:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from .choices import (ASPECT_BUCKETS, CONTEXT_DEFAULTS, DEFAULT_SCHEDULER, DTYPES, MAX_LENGTH, NOISE_TYPES, OFFLOAD_MODES,
                       PREDICTION_TYPES, SCHEDULER_NAMES, SCHEDULES, SEED_MAX, TIMESTEP_SPACINGS, TINY_RANDOM,
                       TINY_RANDOM_DEFAULTS, VAE_TILING, WEIGHTINGS)
+from .distributed.cli import add_distributed_arguments, plan_session
 from .errors import HotshotError, InputError
 from .video_formats import DEFAULT_FPS, VIDEO_FORMATS
 
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "WebP in ms)")
     out.add_argument("--loop", type=int, default=0, help="gif/webp loop count, 0 = forever")
     out.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_distributed_arguments(parser)
     return parser
 
 
@@ -256,8 +258,13 @@ def run(argv=None) -> int:
         settings = _settings(args)
         with _errors_named_by_flag(FLAG_OF):
             check_speed_options(args.offload, args.compile)
-            check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
             resolve_device(args.device)  # refuses a device this machine lacks
+        session = plan_session(args, settings)  # --prompts and torchrun's ranks, checked before loading
+        if session.finished:
+            return 0
+        if session.writes_one_video:
+            with _errors_named_by_flag(FLAG_OF):
+                check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
         if small:
             print(f"tiny-random: {' '.join(small)} (an install check; give them to choose)", file=sys.stderr)
         from .context import ContextOptions, context_for
@@ -271,10 +278,15 @@ def run(argv=None) -> int:
         from .pipeline import load_pipeline
         from .progress import bar
 
+        session.join()
         with _errors_named_by_flag(FLAG_OF):
             pipe = load_pipeline(args.model, temporal_layers=args.temporal_layers, sdxl=args.sdxl,
                                  tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype,
-                                 device=args.device, offload=args.offload, compile=args.compile, progress=True)
+                                 device=session.device(args.device), offload=args.offload, compile=args.compile,
+                                 progress=True)
+        if session.batch:
+            return session.run_batch(pipe)
+        session.share(pipe)
         if args.model == TINY_RANDOM:
             print("tiny-random: random weights, so the video is noise; this only checks the install",
                   file=sys.stderr)
@@ -291,6 +303,8 @@ def run(argv=None) -> int:
         with bar(True, settings.frames, "decoding", "frame") as advance:
             frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling,
                                  callback=lambda done, total: advance(done))
+        if not session.writes_one_video:
+            return 0
         from .video import write_video
 
         with _errors_named_by_flag(FLAG_OF):
