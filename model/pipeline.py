@@ -144,14 +144,14 @@ class HotshotXLPipeline:
 
     def load_lora(self, path, strength: float = 1.0, text_strength: float | None = None):
         """Merge a LoRA file into the weights: the UNet at `strength`, the text encoders at
-        `text_strength` (default: `strength`). Several stack; `unload_loras` removes them all.
+        `text_strength` (default: `strength`). `path` may also be a LoRAFile already read. Several stack; `unload_loras` removes them all.
         Returns the match report (tensors matched per component; also logged). See model/lora."""
         from .lora.apply import LoRAStack, check_strength
-        from .lora.formats import read_lora
+        from .lora.formats import LoRAFile, read_lora
 
         strength = check_strength(strength, "strength")
         text_strength = strength if text_strength is None else check_strength(text_strength, "text_strength")
-        lora = read_lora(path, self.unet.config.layers_per_block)
+        lora = path if isinstance(path, LoRAFile) else read_lora(path, self.unet.config.layers_per_block)
         if self.loras is None:
             self.loras = LoRAStack()
         report = self.loras.add(lora, self.lora_modules(), {"unet": strength, "text_encoder": text_strength,

@@ -15,6 +15,7 @@ from pathlib import Path
 from .context import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS, ContextOptions, context_for
 from .decode import VAE_TILING
 from .errors import HotshotError, InputError
+from .lora.cli import add_lora_arguments, loras_from_args, read_chosen
 from .offload import OFFLOAD_MODES
 from .pipeline import ASPECT_BUCKETS, Settings, check_speed_options
 from .schedulers import PREDICTION_TYPES, SCHEDULERS, TIMESTEP_SPACINGS, SchedulerOptions
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="independent: the original's noise; freenoise: the first window's noise, shuffled, "
                          "along the video, for long-range consistency")
 
+    add_lora_arguments(parser)
+
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="output file: " + ", ".join(
         e for e in VIDEO_FORMATS if e != ".png") + ", or PNG frames: a folder ending in / or a name with %%05d")
@@ -169,6 +172,7 @@ def run(argv=None) -> int:
         with _errors_named_by_flag(FLAG_OF):
             check_speed_options(args.offload, args.compile)
         check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+        loras = read_chosen(loras_from_args(args))  # small files: every one is checked before the model loads
         if settings.context is None and context_for(settings.frames, None) is not None:
             default = ContextOptions()
             print(f"--frames {settings.frames}: more than the {MAX_LENGTH} frames the temporal layers take in one "
@@ -183,6 +187,8 @@ def run(argv=None) -> int:
         if args.model == "tiny-random":
             print("tiny-random: random weights, so the video is noise; this only checks the install",
                   file=sys.stderr)
+        for lora, strength in loras:
+            print(pipe.load_lora(lora, strength).lines()[0], file=sys.stderr)  # unknown keys: a logged warning
         negative = None if args.zero_negative else args.negative_prompt
         for label, text in (("--prompt", args.prompt), ("--negative-prompt", negative)):
             tokens = pipe.text.prompt_tokens(text) if text else 0

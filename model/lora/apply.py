@@ -129,7 +129,7 @@ def _own_tensors(layer: nn.Module) -> dict[str, torch.Tensor]:
 
 def _original_weight(layer: nn.Module, backup: dict[str, torch.Tensor], device) -> torch.Tensor:
     """The layer's weight before any LoRA, in float32 (exact for fp8: power-of-two scales)."""
-    weight = backup["weight"].to(device, torch.float32)
+    weight = backup["weight"].to(device, torch.float32, copy=True)  # the merge adds into it: never the backup itself
     if "weight_scale" in backup:
         weight.mul_(backup["weight_scale"].to(device, torch.float32).view(-1, *[1] * (weight.ndim - 1)))
     return weight
