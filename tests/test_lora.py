@@ -420,3 +420,62 @@ def test_other_base_error_names_file_and_layer(clean, tmp_path):
     lora = read_lora(path)
     with pytest.raises(ModelFileError):
         match(lora, clean.lora_modules())
+
+
+# ---------------------------------------------------------------------------------- ComfyUI nodes
+
+@pytest.fixture
+def models_dir(tmp_path, kohya_file):
+    (tmp_path / "models" / "loras").mkdir(parents=True)
+    (tmp_path / "models" / "loras" / kohya_file.name).symlink_to(kohya_file)
+    (tmp_path / "models" / "loras" / "old.ckpt").write_bytes(b"not listed")
+    return tmp_path / "models"
+
+
+def node_video(nodes, model, case):
+    sizes = (*case["og"], *case["target"])
+    conditioning = nodes["HotshotXLTextEncode"]().encode(model, case["prompt"], case["negative_prompt"], *sizes)[0]
+    latent = nodes["HotshotXLSampler"]().sample(model, conditioning, case["seed"], case["steps"],
+                                                case["guidance_scale"], case["scheduler"], case["video_length"],
+                                                case["width"], case["height"])[0]
+    return nodes["HotshotXLDecode"]().decode(model, latent, 4, "off")[0]
+
+
+@pytest.fixture(scope="module")
+def node_model(pack, tiny_model_dir):
+    return pack.NODE_CLASS_MAPPINGS["HotshotXLModelLoader"]().load(str(tiny_model_dir), "fp32")[0]
+
+
+def test_lora_node_branches_never_change_each_other(pack, host_env, node_model, fixtures_dir, kohya_file, golden):
+    nodes = pack.NODE_CLASS_MAPPINGS
+    lora_node = nodes["HotshotXLLoRA"]
+    assert lora_node.INPUT_TYPES()["required"]["lora_name"][0] == [kohya_file.name]  # pickles not offered
+    model = node_model
+    before = snapshot(model.pipeline)
+    (full,) = lora_node().add_lora(model, kohya_file.name, 1.0, 1.0)
+    (half,) = lora_node().add_lora(model, kohya_file.name, 0.5, 0.0)
+    (chained,) = lora_node().add_lora(full, kohya_file.name, 0.0, 0.0)
+    assert model.loras == () and len(full.loras) == 1 and len(chained.loras) == 2
+    assert full.pipeline is model.pipeline  # the same weights, not a copy
+    assert_same(before, model.pipeline)  # adding a LoRA changes nothing until a node runs it
+    case = lora_case(fixtures_dir)
+    videos = {name: node_video(nodes, m, case) for name, m in
+              (("full", full), ("half", half), ("plain", model), ("chained", chained))}
+    assert (videos["full"] - golden).abs().max() < TOLERANCE  # the original's LoRA call, through the nodes
+    assert torch.equal(videos["chained"], videos["full"])  # a strength-0 LoRA on top changes nothing
+    differences = [(videos[a] - videos[b]).abs().max().item() for a, b in
+                   (("full", "half"), ("full", "plain"), ("half", "plain"))]
+    assert min(differences) > 0.05
+    assert_same(before, model.pipeline)  # every run restored the loader's weights
+
+
+def test_lora_node_bad_inputs(pack, host_env, node_model, models_dir):
+    model = node_model
+    node = pack.NODE_CLASS_MAPPINGS["HotshotXLLoRA"]()
+    kohya_for_other_base(models_dir / "loras" / "sd15.safetensors", 768)
+    for args, message in ((("lora_tiny_kohya.safetensors", float("nan"), 1.0), "strength_model: must be a finite"),
+                          (("lora_tiny_kohya.safetensors", 1.0, float("inf")), "strength_clip: must be a finite"),
+                          (("missing.safetensors", 1.0, 1.0), "lora_name: file 'missing.safetensors' not found"),
+                          (("sd15.safetensors", 1.0, 1.0), "lora_name: .*sd15.safetensors: made for another base")):
+        with pytest.raises(ValueError, match=message):
+            node.add_lora(model, *args)
