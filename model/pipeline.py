@@ -143,9 +143,9 @@ class HotshotXLPipeline:
         return {"unet": self.unet, "text_encoder": self.text.text_encoder, "text_encoder_2": self.text.text_encoder_2}
 
     def load_lora(self, path, strength: float = 1.0, text_strength: float | None = None):
-        """Merge a LoRA file into the weights: the UNet at `strength`, the text encoders at
-        `text_strength` (default: `strength`). `path` may also be a LoRAFile already read. Several stack; `unload_loras` removes them all.
-        Returns the match report (tensors matched per component; also logged). See model/lora."""
+        """Merge a LoRA file (or a LoRAFile already read) into the weights: the UNet at `strength`,
+        the text encoders at `text_strength` (default: `strength`). Several stack; `unload_loras`
+        removes them all. Returns the match report (tensors matched per component; also logged)."""
         from .lora.apply import LoRAStack, check_strength
         from .lora.formats import LoRAFile, read_lora
 

@@ -220,7 +220,8 @@ def test_fp8_layers_merge_by_requantizing_and_restore_exactly(tiny_model_dir, ko
     assert ((merged - expected).abs() <= expected.abs() * 2 ** -4 + 1e-6).all()  # e4m3 rounding only
     assert not torch.equal(merged, original)
     pipe.unload_loras()
-    assert torch.equal(layer.weight.view(torch.uint8), weight.view(torch.uint8)) and torch.equal(layer.weight_scale, scale)
+    assert torch.equal(layer.weight.view(torch.uint8), weight.view(torch.uint8))
+    assert torch.equal(layer.weight_scale, scale)
 
 
 def test_offload_sees_the_merged_weights(tiny_model_dir, kohya_file):

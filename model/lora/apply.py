@@ -56,7 +56,8 @@ class MatchReport:
         lines = [f"LoRA {self.lora.name} ({self.lora.layout}): {total} of {self.lora.tensor_count} tensors matched: "
                  + ", ".join(parts)]
         if self.unknown:
-            shown = ", ".join(self.unknown[:8]) + (f" ... ({len(self.unknown)} in all)" if len(self.unknown) > 8 else "")
+            more = f" ... ({len(self.unknown)} in all)" if len(self.unknown) > 8 else ""
+            shown = ", ".join(self.unknown[:8]) + more
             lines.append(f"LoRA {self.lora.name}: {len(self.unknown)} tensors match no layer of this model and are "
                          f"ignored: {shown}")
         return lines
@@ -161,6 +162,10 @@ class LoRAStack:
     def __bool__(self) -> bool:
         return bool(self._backups)
 
+    def backup_bytes(self) -> int:
+        """Bytes held by the backups of the touched layers."""
+        return sum(t.numel() * t.element_size() for backup in self._backups.values() for t in backup.values())
+
     def add(self, lora: LoRAFile, modules: dict[str, nn.Module], strengths: dict[str, float],
             require: bool = True) -> MatchReport:
         """Merge `lora` into `modules` (component -> root), with `strengths` (component -> strength).
@@ -187,8 +192,12 @@ class LoRAStack:
             self._backups[layer] = {n: t.detach().to(self.backup_device, copy=True) for n, t in tensors.items()}
         device = tensors["weight"].device
         merged = _original_weight(layer, self._backups[layer], device)
+        rows = merged.view(merged.shape[0], -1)  # (out, in * kh * kw)
         for update, strength in self._updates[layer]:
-            merged.add_(update.delta(device), alpha=strength)
+            # rows += strength * scale * up @ down, in place: no second layer-sized temporary
+            up = update.up.to(device, torch.float32).flatten(1)
+            down = update.down.to(device, torch.float32).flatten(1)
+            rows.addmm_(up, down, alpha=strength * update.scale)
         _write(layer, merged)
 
     @torch.no_grad()
