@@ -319,7 +319,8 @@ def kohya_for_other_base(path: Path, width: int):
                "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.zeros(width, 4)}, path)
 
 
-@pytest.mark.parametrize("kind", ["other_base", "flux", "sd15_blocks", "truncated", "pickle", "not_lora", "nan"])
+@pytest.mark.parametrize("kind", ["other_base", "flux", "sd15_blocks", "truncated", "pickle", "not_lora", "loha",
+                                  "nan"])
 def test_bad_files_are_refused_and_nothing_is_applied(clean, kohya_file, tmp_path, kind):
     before = snapshot(clean)
     path = tmp_path / f"{kind}.safetensors"
@@ -347,6 +348,10 @@ def test_bad_files_are_refused_and_nothing_is_applied(clean, kohya_file, tmp_pat
     elif kind == "not_lora":
         save_file({"model.diffusion_model.out.2.weight": torch.zeros(4, 4)}, path)
         message = "holds no LoRA layers"
+    elif kind == "loha":
+        save_file({"lora_unet_input_blocks_4_1_proj_in.hada_w1_a": torch.zeros(4, 64),
+                   "lora_unet_input_blocks_4_1_proj_in.hada_w1_b": torch.zeros(4, 64)}, path)
+        message = "LoHa/LoKr layers, which are not supported"
     else:
         tensors = load_file(kohya_file)
         tensors["lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"][0, 0] = float("nan")

@@ -111,6 +111,9 @@ def read_lora(path: str | Path, layers_per_block: int = 2) -> LoRAFile:
     if rest:
         _merge_into(layers, *_read_peft(path, rest, metadata), unknown)
     if not any(layers.values()):
+        if any(".hada_" in key or ".lokr_" in key for key in tensors):
+            raise ModelFileError(path, "holds LyCORIS LoHa/LoKr layers, which are not supported: only low-rank "
+                                 "(LoRA, LoCon) updates are")
         raise ModelFileError(path, f"holds no LoRA layers that this pack can read ({len(tensors)} tensors, e.g. "
                              f"{min(tensors, default='none')}): expected kohya (lora_unet_*.lora_down.weight), "
                              "diffusers or PEFT (unet.*.lora_A.weight) LoRA keys")
