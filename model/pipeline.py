@@ -110,6 +110,7 @@ class HotshotXLPipeline:
         self.offloader: Offloader | None = None
         self.compiled = False
         self.distributed = None  # model.distributed.distribute: windows and decoding shared among ranks
+        self.loras = None  # lora.apply.LoRAStack once a LoRA is loaded (see load_lora)
 
     @property
     def device(self) -> torch.device:
@@ -146,6 +147,32 @@ class HotshotXLPipeline:
         self.unet.compile(**options)
         self.compiled = True
         return self
+
+    def lora_modules(self) -> dict:
+        """The components LoRAs apply to, by the names LoRA files give them."""
+        return {"unet": self.unet, "text_encoder": self.text.text_encoder, "text_encoder_2": self.text.text_encoder_2}
+
+    def load_lora(self, path, strength: float = 1.0, text_strength: float | None = None):
+        """Merge a LoRA file (or a LoRAFile already read) into the weights: the UNet at `strength`,
+        the text encoders at `text_strength` (default: `strength`). Several stack; `unload_loras`
+        removes them all. Returns the match report (tensors matched per component; also logged)."""
+        from .lora.apply import LoRAStack, check_strength
+        from .lora.formats import LoRAFile, read_lora
+
+        strength = check_strength(strength, "strength")
+        text_strength = strength if text_strength is None else check_strength(text_strength, "text_strength")
+        lora = path if isinstance(path, LoRAFile) else read_lora(path, self.unet.config.layers_per_block)
+        if self.loras is None:
+            self.loras = LoRAStack()
+        report = self.loras.add(lora, self.lora_modules(), {"unet": strength, "text_encoder": text_strength,
+                                                            "text_encoder_2": text_strength})
+        report.log()
+        return report
+
+    def unload_loras(self) -> None:
+        """Remove every loaded LoRA: the weights are the original ones again, bit for bit."""
+        if self.loras is not None:
+            self.loras.restore()
 
     def _running(self, *modules):
         """A context in which `modules` are on the compute device (a no-op without offload)."""

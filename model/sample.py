@@ -19,6 +19,7 @@ from .choices import (ASPECT_BUCKETS, CONTEXT_DEFAULTS, DEFAULT_SCHEDULER, DTYPE
                       TINY_RANDOM_DEFAULTS, VAE_TILING, WEIGHTINGS)
 from .distributed.cli import add_distributed_arguments, plan_session
 from .errors import HotshotError, InputError
+from .lora.cli import add_lora_arguments, loras_from_args, read_chosen
 from .video_formats import DEFAULT_FPS, VIDEO_FORMATS
 
 # How the user started us: the console script of the installed package, or the module in a checkout.
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="independent: the original's noise; freenoise: the first window's noise, shuffled, "
                          "along the video, for long-range consistency")
 
+    add_lora_arguments(parser)
+
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="output file: " + ", ".join(
         e for e in VIDEO_FORMATS if e != ".png") + ", or PNG frames: a folder ending in / or a name with %%05d")
@@ -265,6 +268,7 @@ def run(argv=None) -> int:
         if session.writes_one_video:
             with _errors_named_by_flag(FLAG_OF):
                 check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+        loras = read_chosen(loras_from_args(args))  # small files: every one is checked before the model loads
         if small:
             print(f"tiny-random: {' '.join(small)} (an install check; give them to choose)", file=sys.stderr)
         from .context import ContextOptions, context_for
@@ -284,12 +288,14 @@ def run(argv=None) -> int:
                                  tokenizer=args.tokenizer, configs=args.configs, dtype=args.dtype,
                                  device=session.device(args.device), offload=args.offload, compile=args.compile,
                                  progress=True)
-        if session.batch:
-            return session.run_batch(pipe)
-        session.share(pipe)
         if args.model == TINY_RANDOM:
             print("tiny-random: random weights, so the video is noise; this only checks the install",
                   file=sys.stderr)
+        for lora, strength in loras:
+            print(pipe.load_lora(lora, strength).lines()[0], file=sys.stderr)  # unknown keys: a logged warning
+        if session.batch:
+            return session.run_batch(pipe)
+        session.share(pipe)
         negative = None if args.zero_negative else args.negative_prompt
         for label, text in (("--prompt", args.prompt), ("--negative-prompt", negative)):
             tokens = pipe.text.prompt_tokens(text) if text else 0

@@ -6,6 +6,7 @@ is the host) and nothing else: no weights, no threads, no torch/diffusers import
 
 from . import host
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
+from .lora import HotshotXLLoRA
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
 from .video import HotshotXLDecode, HotshotXLSaveVideo
 
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLDecode": HotshotXLDecode,
     "HotshotXLSaveVideo": HotshotXLSaveVideo,
     "HotshotXLContextOptions": HotshotXLContextOptions,
+    "HotshotXLLoRA": HotshotXLLoRA,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -31,4 +33,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLDecode": "Hotshot-XL Decode",
     "HotshotXLSaveVideo": "Hotshot-XL Save Video",
     "HotshotXLContextOptions": "Hotshot-XL Context Options",
+    "HotshotXLLoRA": "Hotshot-XL LoRA",
 }

@@ -32,6 +32,15 @@ class HotshotXLModel:
         text = pipeline.text
         self.text = host.managed(nn.ModuleList([text.text_encoder, text.text_encoder_2]), "text")
         self.vae = host.managed(pipeline.vae, "vae")
+        self.loras = ()  # (LoRAFile, strength_model, strength_clip) entries: see nodes/lora.py
+
+    def with_lora(self, lora, strength_model: float, strength_clip: float) -> "HotshotXLModel":
+        """A new model object on the same weights, carrying one more LoRA (this one is unchanged)."""
+        import copy
+
+        other = copy.copy(self)
+        other.loras = (*self.loras, (lora, strength_model, strength_clip))
+        return other
 
     @property
     def latent_scale(self) -> float:
@@ -39,7 +48,8 @@ class HotshotXLModel:
         return float(self.pipeline.vae.config.scaling_factor)
 
     def __repr__(self) -> str:
-        return f"HotshotXLModel({self.name!r})"
+        loras = "".join(f" + {lora.name}" for lora, _, _ in self.loras)
+        return f"HotshotXLModel({self.name!r}{loras})"
 
 
 def _sdxl_latent_format():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import host
 from .loaders import CATEGORY, MODEL
+from .lora import applied
 from ..model.errors import InputError
 
 CONDITIONING = "HOTSHOT_XL_CONDITIONING"
@@ -122,8 +123,9 @@ class HotshotXLTextEncode:
             if not isinstance(value, str):
                 raise InputError(name, f"expected text, got {type(value).__name__}")
         host.load(model.text)
-        conditions = model.pipeline.encode(prompt, negative_prompt, (original_width, original_height),
-                                           (target_width, target_height))
+        with applied(model, "text"):  # the model's LoRAs at strength_clip, removed afterwards
+            conditions = model.pipeline.encode(prompt, negative_prompt, (original_width, original_height),
+                                               (target_width, target_height))
         return (_on_cpu(conditions),)
 
 
@@ -211,7 +213,8 @@ class HotshotXLSampler:
 
         host.load(model.unet, memory_required=_activation_bytes(settings, model.unet))
         callback = host.sampling_callback(model.unet, steps)
-        latents = model.pipeline.sample(conditioning, settings, callback)
+        with applied(model, "unet"):  # the model's LoRAs at strength_model, removed afterwards
+            latents = model.pipeline.sample(conditioning, settings, callback)
         return (to_comfy_latent(latents, model.latent_scale),)
 
 

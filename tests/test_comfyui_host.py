@@ -106,10 +106,11 @@ from tests.pack_graph import API_WORKFLOWS, TINY, api_files, input_specs, load_j
 TINY_FOLDER = FIXTURES / "hotshot-xl-tiny"
 TEMPORAL = FIXTURES / "hsxl_temporal_layers_tiny.safetensors"
 SINGLE_FILE = FIXTURES / "sdxl-tiny-single-file.safetensors"
+LORA = FIXTURES / "lora_tiny_kohya.safetensors"
 HOST_MODELS.update({"diffusers": [TINY_FOLDER], "checkpoints": [SINGLE_FILE],
-                    "animatediff_models": [TEMPORAL, SINGLE_FILE]})
+                    "animatediff_models": [TEMPORAL, SINGLE_FILE], "loras": [LORA]})
 TINY_NAMES = {"Hotshot-XL": TINY_FOLDER.name, "sd_xl_base_1.0.safetensors": SINGLE_FILE.name,
-              "hsxl_temporal_layers.safetensors": TEMPORAL.name}
+              "hsxl_temporal_layers.safetensors": TEMPORAL.name, "sdxl_lora.safetensors": LORA.name}
 WITH_PREVIEWS = {"preview_method": "auto"}  # as the editor asks: Latent2RGB previews of each step
 
 
@@ -307,3 +308,54 @@ def test_images_and_latents_work_with_core_nodes(comfy, sdxl_vae_model):
     assert video.shape[0] == TINY["frames"] and fps == Fraction(8)
     animation, _ = read_video(saved_file(comfy, entry, "26"))
     assert (animation.float() / 255 - ours).abs().max() <= 2 / 255
+
+
+def test_lora_branches_of_one_loader_stay_apart(comfy):
+    """One loader feeds two LoRA nodes of different strengths and a branch without LoRA: three
+    different videos. Queued again after other runs (which re-execute the samplers on the cached
+    loader and LoRA outputs), the graph gives the same three, bit for bit."""
+    prompt = {"1": {"class_type": "HotshotXLModelLoader", "inputs": {"model_name": TINY_FOLDER.name, "dtype": "fp32"}}}
+    branches = {"plain": "1", "full": "2", "half": "3"}
+    for node_id, strength in (("2", 1.0), ("3", 0.5)):
+        prompt[node_id] = {"class_type": "HotshotXLLoRA", "inputs": {"model": ["1", 0], "lora_name": LORA.name,
+                                                                     "strength_model": strength,
+                                                                     "strength_clip": strength}}
+    for index, (name, model_id) in enumerate(branches.items()):
+        base = 10 * (index + 1)
+        model = [model_id, 0]
+        prompt.update({
+            f"{base}": {"class_type": "HotshotXLTextEncode", "inputs": {
+                "model": model, "prompt": "a corgi running on a beach, hd", "negative_prompt": "blurry",
+                "original_width": 1920, "original_height": 1080, "target_width": 512, "target_height": 512}},
+            f"{base + 1}": {"class_type": "HotshotXLSampler", "inputs": {
+                "model": model, "conditioning": [f"{base}", 0], "seed": 455, "steps": 2, "cfg": 7.5,
+                "scheduler": "euler_a", "frames": 4, "width": 64, "height": 64}},
+            f"{base + 2}": {"class_type": "HotshotXLDecode", "inputs": {
+                "model": model, "samples": [f"{base + 1}", 0], "frames_per_chunk": 4, "tiling": "off"}},
+            f"{base + 3}": {"class_type": "SaveImage", "inputs": {"images": [f"{base + 2}", 0],
+                                                                   "filename_prefix": f"lora_{name}/frame"}},
+        })
+
+    def videos(entry):
+        from PIL import Image
+        import numpy as np
+
+        found = {}
+        for index, name in enumerate(branches):
+            shown = entry["outputs"][str(10 * (index + 1) + 3)]["images"]
+            files = [comfy.output_dir / i["subfolder"] / i["filename"] for i in shown]
+            found[name] = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]))
+        return found
+
+    first = videos(succeeded(comfy.wait(comfy.queue(prompt), timeout=300)))
+    assert all(video.shape == (4, 64, 64, 3) for video in first.values())
+    for a, b in (("plain", "full"), ("plain", "half"), ("full", "half")):
+        assert (first[a].float() - first[b].float()).abs().max() > 10, (a, b)
+    for sampler in ("11", "21", "31"):  # another run: every sampler again, on the cached LoRA models
+        prompt[sampler]["inputs"]["steps"] = 3
+    succeeded(comfy.wait(comfy.queue(prompt), timeout=300))
+    for sampler in ("11", "21", "31"):
+        prompt[sampler]["inputs"]["steps"] = 2
+    again = videos(succeeded(comfy.wait(comfy.queue(prompt), timeout=300)))
+    for name in branches:
+        assert torch.equal(again[name], first[name]), name

@@ -19,6 +19,7 @@ RELEASE_NAMES = {
     ("diffusers", "Hotshot-XL"): "hotshot-xl-tiny",
     ("checkpoints", "sd_xl_base_1.0.safetensors"): "sdxl-tiny-single-file.safetensors",
     ("animatediff_models", "hsxl_temporal_layers.safetensors"): "hsxl_temporal_layers_tiny.safetensors",
+    ("loras", "sdxl_lora.safetensors"): "lora_tiny_kohya.safetensors",
 }
 RELEASE_SIZES = {(672, 384), (512, 512)}
 FRAME_TOLERANCE = 1e-4
@@ -128,10 +129,18 @@ def test_workflow_defaults_are_the_release_settings(name):
 
 
 @pytest.mark.parametrize("name", names(api_files()))
-def test_api_workflow_runs_and_matches_the_headless_pipeline(classes, headless, host_env, name):
+def test_api_workflow_runs_and_matches_the_headless_pipeline(classes, headless, host_env, models_dir, name):
     prompt = shrink(load_json(API_WORKFLOWS / name), configs="Hotshot-XL")
     outputs, ui = run_api(prompt, classes)
+    for lora in (prompt[i]["inputs"] for i in nodes_of(prompt, "HotshotXLLoRA")):  # the library's own LoRA loading
+        headless.load_lora(models_dir / "loras" / lora["lora_name"], lora["strength_model"], lora["strength_clip"])
+    try:
+        check_run_matches_headless(prompt, outputs, ui, headless, host_env)
+    finally:
+        headless.unload_loras()
 
+
+def check_run_matches_headless(prompt, outputs, ui, headless, host_env):
     (encode_id,) = nodes_of(prompt, "HotshotXLTextEncode")
     (sampler_id,) = nodes_of(prompt, "HotshotXLSampler")
     (decode_id,) = nodes_of(prompt, "HotshotXLDecode")
