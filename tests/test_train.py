@@ -74,3 +74,195 @@ def test_the_unet_is_built_for_inference_and_train_mode_is_asked_for(tiny_model_
     assert not unet(sample, *args).requires_grad  # eval: no graph
     unet.train()
     assert unet(sample, *args).requires_grad
+
+
+# -- the trainer --------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from safetensors import safe_open  # noqa: E402
+
+from model.train import cli  # noqa: E402
+from model.video import write_video  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_clip(path: Path, frames: int, seed: int, size=(48, 64)):
+    """A texture sliding sideways: motion the temporal layers can learn."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.rand(*size, 3, generator=generator)
+    write_video(torch.stack([base.roll(3 * k, dims=1) for k in range(frames)]), path, fps=8)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    write_clip(folder / "slide.mp4", 12, 0)
+    (folder / "slide.txt").write_text("a texture sliding to the right")
+    write_clip(folder / "other.gif", 9, 1)
+    (folder / "other.txt").write_text("another texture")
+    return folder
+
+
+def train_args(tiny_model_dir, data, output, *extra):
+    return ["--model", str(tiny_model_dir), "--data", str(data), "--output", str(output), "--width", "64",
+            "--height", "64", "--lr", "1e-3", "--no-progress", *extra]
+
+
+def trainer_for(argv):
+    options = cli.options_from_args(cli.build_parser().parse_args(argv))
+    from model.train.trainer import Trainer
+
+    return Trainer(options, cli.prepare_clips(options, print))
+
+
+def test_the_trainer_overfits_a_fixed_batch(tiny_model_dir, clips, tmp_path):
+    trainer = trainer_for(train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--noise-offset", "0",
+                                     "--max-grad-norm", "0"))
+    batch = trainer.inputs(0)
+    with torch.no_grad():
+        before = trainer.loss(batch).item()
+    for _ in range(4):
+        trainer.optimise(0)  # always micro-batch 0: the same clips, noise and timesteps
+    with torch.no_grad():
+        after = trainer.loss(batch).item()
+    assert after < 0.9 * before
+
+
+def read(path):
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_a_motion_lora_file_reproduces_what_was_trained(tiny_model_dir, clips, tmp_path):
+    from model.train.lora import FORMAT, merged_weights
+
+    out = tmp_path / "lora.safetensors"
+    argv = train_args(tiny_model_dir, clips, out, "--steps", "2", "--lora-rank", "2", "--lora-alpha", "4")
+    trainer = trainer_for(argv)
+    trainer.fit()
+    state, metadata = trainer.output_state()
+    cli.write_output(state, metadata, out, overwrite=False)
+    lora, metadata = read(out)
+    assert metadata == {"format": FORMAT}
+    name = "unet.down_blocks.0.temporal_attentions.0.transformer_blocks.0.attention_blocks.0.to_q"
+    assert lora[f"{name}.lora_A.weight"].shape == (2, 32) and lora[f"{name}.lora_B.weight"].shape == (32, 2)
+    assert lora[f"{name}.alpha"].ndim == 0 and lora[f"{name}.alpha"].item() == 4
+    assert lora[f"{name}.lora_B.weight"].abs().max() > 0  # trained away from its zero start
+    assert all(k.startswith("unet.") and ".temporal_attentions." in k for k in lora)
+
+    # The trained model (UNet + adapter hooks) equals the base UNet with W + (alpha/rank) B A.
+    trainer.unet.eval()
+    inputs = (torch.randn(1, 4, 8, 8, 8), torch.tensor([500]), torch.randn(1, 77, 64), torch.randn(1, 32),
+              torch.tensor([[64.0, 64, 0, 0, 64, 64]]))
+    with_hooks = trainer.unet(*inputs)
+    base = load_unet(tiny_model_dir, dtype="fp32")
+    merged = merged_weights(base.state_dict(), lora)
+    assert len(merged) == len(lora) // 3
+    base.load_state_dict(merged, strict=False)
+    assert (base(*inputs) - with_hooks).abs().max() < 1e-5
+
+
+def test_killed_and_resumed_ends_bit_identical_and_loads_in_the_sample_cli(tiny_model_dir, fixtures_dir, clips,
+                                                                          tmp_path):
+    steps = ["--save-every", "2", "--cache-latents", "--cache-text"]
+    out, ckpt = tmp_path / "resumed.safetensors", tmp_path / "ckpt"
+    argv = train_args(tiny_model_dir, clips, out, "--steps", "4", *steps, "--checkpoint-dir", str(ckpt))
+    # Killed long before its end; --steps may be raised or lowered when resuming.
+    killed = [a if a != "4" else "50" for a in argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "model.train", *killed], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        straight = tmp_path / "straight.safetensors"  # meanwhile: the run that is never stopped
+        assert cli.run(train_args(tiny_model_dir, clips, straight, "--steps", "4", *steps,
+                                  "--checkpoint-dir", str(tmp_path / "straight-ckpt"))) == 0
+        deadline = time.time() + 120
+        while not (ckpt / "step-00000002").is_dir() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not out.exists()
+    for later in (ckpt / "step-00000004", ckpt / "step-00000006"):  # should the kill have come late
+        if later.is_dir():
+            import shutil
+            shutil.rmtree(later)
+    # What a kill during a save leaves behind must not be taken for a checkpoint.
+    (ckpt / ".step-00000004.dead.partial").mkdir()
+    (ckpt / "step-00000004").mkdir()
+    (ckpt / "step-00000004" / "trained.safetensors").write_bytes(b"")
+
+    assert cli.run(argv + ["--resume"]) == 0
+    resumed, straight_state = read(out)[0], read(straight)[0]
+    assert resumed.keys() == straight_state.keys()
+    assert all(torch.equal(resumed[k], straight_state[k]) for k in resumed)
+
+    # The released layout, loadable by the sample CLI with an SDXL single file.
+    released, _ = read(fixtures_dir / "hsxl_temporal_layers_tiny.safetensors")
+    assert resumed.keys() == released.keys() and len(resumed) == 420
+    changed = [k for k in resumed if not torch.equal(resumed[k], released[k])]
+    assert changed and all("positional_encoding" not in k for k in changed)
+    assert all(resumed[k].shape == released[k].shape and resumed[k].dtype == released[k].dtype for k in resumed)
+    from model.sample import run as sample
+
+    video = tmp_path / "v.gif"
+    assert sample(["--temporal-layers", str(out), "--sdxl", str(fixtures_dir / "sdxl-tiny-single-file.safetensors"),
+                   "--tokenizer", str(tiny_model_dir), "--configs", str(tiny_model_dir), "--width", "64",
+                   "--height", "64", "--steps", "2", "--dtype", "fp32", "--device", "cpu", "--out", str(video)]) == 0
+    assert video.stat().st_size > 0
+
+
+def test_a_checkpoint_of_another_run_is_refused(tiny_model_dir, clips, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    argv = train_args(tiny_model_dir, clips, tmp_path / "a.safetensors", "--steps", "1", "--checkpoint-dir",
+                      str(ckpt))
+    from model.train import checkpoint
+
+    checkpoint.save(ckpt, 1, {}, {}, {"seed": 5, "model": ["elsewhere"]}, keep=3)
+    assert cli.run(argv + ["--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "step-00000001: is from another run or model" in error and "seed: checkpoint has 5" in error
+    assert not (tmp_path / "a.safetensors").exists()
+
+
+DDP_WORKER = """
+import sys, torch
+from model.train import cli
+from model.train.trainer import Trainer
+options = cli.options_from_args(cli.build_parser().parse_args(sys.argv[2:]))
+trainer = Trainer(options, cli.prepare_clips(options, print))
+trainer.gradients(0)
+if trainer.rank == 0:
+    torch.save({n: m.grad for n, m in trainer.masters.items()}, sys.argv[1])
+"""
+
+
+def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_model_dir, clips, tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER)
+    argv = train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--device", "cpu", "--dtype", "fp32")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                "--master-port", "29517", str(worker), str(tmp_path / "g.pt"), *argv,
+                                "--batch-size", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        trainer = trainer_for(argv + ["--batch-size", "2"])  # meanwhile: one rank, both clips
+        trainer.gradients(0)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-3000:]
+    two_ranks = torch.load(tmp_path / "g.pt")
+    assert two_ranks.keys() == trainer.masters.keys()
+    largest = max(master.grad.abs().max() for master in trainer.masters.values())
+    for name, master in trainer.masters.items():
+        assert (two_ranks[name] - master.grad).abs().max() <= 1e-5 * largest, name

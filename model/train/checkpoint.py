@@ -67,7 +67,8 @@ def load(checkpoint: Path, run: dict) -> tuple[dict[str, torch.Tensor], dict, in
         saved = json.loads((checkpoint / "run.json").read_text())
     except (OSError, ValueError) as error:
         raise ModelFileError(checkpoint / "run.json", f"not a readable checkpoint description ({error})") from None
-    differ = [key for key in sorted(run) if saved.get(key) != run[key]]
+    # Settings the checkpoint records first: they say most about where it came from.
+    differ = sorted((key for key in run if saved.get(key) != run[key]), key=lambda key: (key not in saved, key))
     if differ:
         detail = "; ".join(f"{key}: checkpoint has {saved.get(key)!r}, this run {run[key]!r}" for key in differ[:3])
         raise ModelFileError(checkpoint, f"is from another run or model ({detail}); resume with the settings it "

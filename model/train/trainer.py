@@ -182,7 +182,8 @@ class Trainer:
                 "trained_tensors": len(shapes), "trained_shapes_digest": _digest(shapes),
                 "data": _digest([c.key for c in self.clips]), "global_batch": self.global_batch,
                 "grad_accum": o.grad_accum, "seed": o.seed, "frames": o.frames, "fps": o.fps,
-                "steps": o.steps, "lr": o.lr, "lr_scheduler": o.lr_scheduler}
+                "lr": o.lr, "lr_scheduler": o.lr_scheduler, "warmup_steps": o.warmup_steps,
+                "dtype": str(self.dtype)}  # not --steps: a run may be resumed with more steps
 
     # -- inputs --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -293,6 +294,8 @@ class Trainer:
                     self.params[name].copy_(trained[name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        if step > self.options.steps:
+            raise InputError("--steps", f"{folder} is at step {step}, past --steps {self.options.steps}")
         torch.set_rng_state(state["torch_rng"])
         random.setstate((3, tuple(state["python_rng"]), None))
         if state["cuda_rng"] and torch.cuda.is_available():
