@@ -92,3 +92,18 @@ def test_the_captioner_must_bring_its_processor(blip, tmp_path):
     with pytest.raises(ModelFileError, match="image processor"):
         check_captioner(partial)
     assert json.loads((blip / "config.json").read_text())["model_type"] == "blip"
+
+
+def test_the_trainer_captions_missing_clips_first(blip, tiny_model_dir, tmp_path):
+    from model.train import cli
+
+    write_clip(tmp_path / "a.mp4", 0)
+    write_clip(tmp_path / "b.mp4", 1)
+    (tmp_path / "b.txt").write_text("kept as written")
+    argv = ["--model", str(tiny_model_dir), "--data", str(tmp_path), "--output", str(tmp_path / "o.safetensors"),
+            "--caption-missing", "--captioner", str(blip), "--device", "cpu"]
+    options = cli.options_from_args(cli.build_parser().parse_args(argv))
+    clips = cli.prepare_clips(options, lambda message: None)
+    captions = {clip.source.path.name: clip.caption for clip in clips}
+    assert captions["b.mp4"] == "kept as written"
+    assert captions["a.mp4"] and captions["a.mp4"] == (tmp_path / "a.txt").read_text().strip()

@@ -266,3 +266,88 @@ def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_m
     largest = max(master.grad.abs().max() for master in trainer.masters.values())
     for name, master in trainer.masters.items():
         assert (two_ranks[name] - master.grad).abs().max() <= 1e-5 * largest, name
+
+
+# -- bad input: one clear error naming the flag or file, before anything is loaded -----------------------
+
+
+def run_cli(argv, capsys):
+    code = cli.run(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--frames", "0"], "--frames: must be a positive whole number"),
+    (["--frames", "30"], "--frames: the temporal layers hold 24 positions"),
+    (["--width", "60"], "--width: must be a positive multiple of 8"),
+    (["--lr", "nan"], "--lr: must be positive"),
+    (["--lora-alpha", "4"], "--lora-alpha: only applies with --lora-rank"),
+    (["--validate-every", "5"], "--validate-every: needs --validation-prompt"),
+    (["--caption-missing"], "--caption-missing: needs --captioner"),
+    (["--snr-gamma", "-1"], "--snr-gamma: must be positive"),
+])
+def test_bad_flags_are_named(tiny_model_dir, clips, tmp_path, capsys, extra, message):
+    code, error = run_cli(train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", *extra), capsys)
+    assert code == 2 and message in error
+
+
+def test_bad_model_and_output_paths_are_named(tiny_model_dir, clips, tmp_path, capsys):
+    existing = tmp_path / "taken.safetensors"
+    existing.write_bytes(b"mine")
+    code, error = run_cli(train_args(tiny_model_dir, clips, existing), capsys)
+    assert code == 2 and "--output" in error and "--overwrite" in error and existing.read_bytes() == b"mine"
+    code, error = run_cli(train_args(tiny_model_dir, clips, tmp_path / "o.pt"), capsys)
+    assert code == 2 and "--output: must be a .safetensors file" in error
+    code, error = run_cli(train_args(tmp_path / "nowhere", clips, tmp_path / "o.safetensors"), capsys)
+    assert code == 2 and "nowhere: not found (--model)" in error
+
+
+def test_bad_data_folders(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o.safetensors"
+    code, error = run_cli(train_args(tiny_model_dir, tmp_path / "missing", out), capsys)
+    assert code == 2 and "--data:" in error and "missing is not a folder" in error
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no clips here")
+    code, error = run_cli(train_args(tiny_model_dir, empty, out), capsys)
+    assert code == 2 and "holds no clips" in error
+
+    short = tmp_path / "short"
+    short.mkdir()
+    write_clip(short / "brief.mp4", 5, 0)
+    (short / "brief.txt").write_text("too brief")
+    code, error = run_cli(train_args(tiny_model_dir, short, out), capsys)
+    assert code == 2 and "1 clips shorter than 8 frames at 8 fps, skipped" in error and "brief.mp4" in error
+    assert "no usable clip" in error
+
+    uncaptioned = tmp_path / "uncaptioned"
+    uncaptioned.mkdir()
+    write_clip(uncaptioned / "a.mp4", 8, 0)
+    (uncaptioned / "b").mkdir()  # the original's layout: frames and prompt.txt
+    write_video(torch.rand(8, 32, 32, 3), str(uncaptioned / "b") + "/")
+    code, error = run_cli(train_args(tiny_model_dir, uncaptioned, out), capsys)
+    assert code == 2 and "2 clips have no caption" in error
+    assert str(uncaptioned / "a.txt") in error and str(uncaptioned / "b" / "prompt.txt") in error
+    code, error = run_cli(train_args(tiny_model_dir, uncaptioned, out, "--caption-missing", "--captioner",
+                                     str(tiny_model_dir / "vae")), capsys)
+    assert code == 2 and "not a vision-language captioner" in error and "vae" in error
+    assert not out.exists()
+
+
+def test_unreadable_clips_are_listed_and_skipped(tiny_model_dir, tmp_path):
+    write_clip(tmp_path / "good.mp4", 16, 0)
+    (tmp_path / "good.txt").write_text("fine")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    (tmp_path / "broken.txt").write_text("broken")
+    (tmp_path / "frames").mkdir()  # the original's layout
+    from PIL import Image
+    for i in range(9):
+        Image.new("RGB", (40, 24), (20 * i, 0, 0)).save(tmp_path / "frames" / f"frame_{i}.jpg")
+    (tmp_path / "frames" / "prompt.txt").write_text("red fading in")
+    messages = []
+    options = cli.options_from_args(cli.build_parser().parse_args(
+        train_args(tiny_model_dir, tmp_path, tmp_path / "o.safetensors", "--frames", "8")))
+    found = cli.prepare_clips(options, messages.append)
+    assert [(c.source.path.name, c.frame_indices[0]) for c in found] == [("frames", 0), ("good.mp4", 0), ("good.mp4", 8)]
+    assert found[0].caption == "red fading in"
+    assert any("unreadable, skipped" in m and "broken.mp4" in m for m in messages)
