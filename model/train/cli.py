@@ -246,6 +246,12 @@ def run(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; --resume continues from it", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # under torchrun: leave the process group cleanly
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
     return 0
 
 
