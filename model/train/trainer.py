@@ -279,7 +279,10 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------------------
     def state(self) -> dict:
+        micro_batch = self.step * self.options.grad_accum  # the next one this run would read
+        epoch, batch = divmod(micro_batch, self.epoch_length)
         return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "data_position": {"micro_batch": micro_batch, "epoch": epoch, "batch_in_epoch": batch},
                 "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
