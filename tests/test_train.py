@@ -351,3 +351,20 @@ def test_unreadable_clips_are_listed_and_skipped(tiny_model_dir, tmp_path):
     assert [(c.source.path.name, c.frame_indices[0]) for c in found] == [("frames", 0), ("good.mp4", 0), ("good.mp4", 8)]
     assert found[0].caption == "red fading in"
     assert any("unreadable, skipped" in m and "broken.mp4" in m for m in messages)
+
+
+def test_bf16_trains_float32_masters_and_writes_the_source_position_tables(tiny_model_dir, fixtures_dir, clips,
+                                                                           tmp_path):
+    trainer = trainer_for(train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--dtype", "bf16",
+                                     "--frames", "2", "--width", "32", "--height", "32"))
+    name = "down_blocks.0.temporal_attentions.0.proj_in.weight"
+    before = trainer.masters[name].detach().clone()
+    trainer.optimise(0)
+    master, param = trainer.masters[name], trainer.params[name]
+    assert master.dtype == torch.float32 and param.dtype == torch.bfloat16
+    assert not torch.equal(master, before) and torch.equal(param, master.to(torch.bfloat16))
+    state, _ = trainer.output_state()
+    assert torch.equal(state[name], master.detach())
+    released, _ = read(fixtures_dir / "hsxl_temporal_layers_tiny.safetensors")
+    tables = [k for k in released if k.endswith("positional_encoding")]
+    assert tables and all(torch.equal(state[k], released[k]) for k in tables)

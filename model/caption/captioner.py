@@ -5,9 +5,9 @@ candidate is scored (mean log-probability of its tokens) against every shown fra
 that fits the frames best on average is kept. That favours what stays true over the whole clip
 (the subject, the scene) over what one frame alone shows.
 
-Why BLIP: it is native in transformers (no remote code), small (the large captioning model is
-0.47 B parameters: seconds per clip on a CPU, well under a second on a GPU) and writes the short,
-literal, subject-first captions Hotshot-XL's CLIP encoders read best. Florence-2 and SmolVLM2
+Why BLIP: it is native in transformers (no remote code), small (the large captioning model has
+0.47 B parameters) and writes short, literal, subject-first captions, close to what Hotshot-XL's
+CLIP encoders were conditioned on. Florence-2 and SmolVLM2
 caption well too but are larger; video-native models describe motion better at several times the
 cost. Any BLIP captioning folder works (e.g. Salesforce/blip-image-captioning-large, fetched by
 the user beforehand).

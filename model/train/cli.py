@@ -178,8 +178,10 @@ def prepare_clips(options, log):
         from ..caption.captioner import caption_sources, check_captioner
         from .trainer import distributed
 
+        from ..precision import resolve_device
+
         check_captioner(options.captioner)
-        rank, world, _ = distributed()
+        rank, world, _ = distributed(resolve_device(options.device))  # the backend the trainer needs
         if rank == 0:
             caption_sources(missing, options.captioner, device=options.device, log=log)
         if world > 1:

@@ -327,7 +327,21 @@ class Trainer:
             return {k: v.float().cpu().contiguous() for k, v in state.items()}, {"format": FORMAT}
         state = {k: v for k, v in self.unet.state_dict().items() if is_temporal_key(k)}
         state.update({k: m.detach() for k, m in self.masters.items()})
+        if self.dtype != torch.float32:  # the position tables as the source file holds them, not bf16-rounded
+            state.update(self._source_position_tables())
         return {k: v.to(dtype).cpu().contiguous() for k, v in state.items()}, {"format": "pt"}
+
+    def _source_position_tables(self) -> dict[str, torch.Tensor]:
+        from ..loading import _pick_sources, classify
+        from ..weights import read_safetensors
+
+        o = self.options
+        _, temporal = _pick_sources([classify(p) for p in (o.model, o.sdxl, o.temporal_layers) if p])
+        tables = {}
+        for file in temporal.files:
+            tables.update(read_safetensors(file, None, keep=lambda key: key.endswith("pos_encoder.positional_encoding")
+                                           and is_temporal_key(key)))
+        return tables
 
     def validate(self) -> Path | None:
         o = self.options
