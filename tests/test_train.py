@@ -111,8 +111,10 @@ def clips(tmp_path_factory):
 
 
 def train_args(tiny_model_dir, data, output, *extra):
-    return ["--model", str(tiny_model_dir), "--data", str(data), "--output", str(output), "--width", "64",
-            "--height", "64", "--lr", "1e-3", "--no-progress", *extra]
+    # 32x32 frames: 4x4 latents, the smallest the tiny UNet's two downsamplings take; a later
+    # --width/--height replaces these
+    return ["--model", str(tiny_model_dir), "--data", str(data), "--output", str(output), "--width", "32",
+            "--height", "32", "--lr", "1e-3", "--no-progress", *extra]
 
 
 def trainer_for(argv):
@@ -159,8 +161,8 @@ def test_a_motion_lora_file_reproduces_what_was_trained(tiny_model_dir, clips, t
 
     # The trained model (UNet + adapter hooks) equals the base UNet with W + (alpha/rank) B A.
     trainer.unet.eval()
-    inputs = (torch.randn(1, 4, 8, 8, 8), torch.tensor([500]), torch.randn(1, 77, 64), torch.randn(1, 32),
-              torch.tensor([[64.0, 64, 0, 0, 64, 64]]))
+    inputs = (torch.randn(1, 4, 8, 4, 4), torch.tensor([500]), torch.randn(1, 77, 64), torch.randn(1, 32),
+              torch.tensor([[32.0, 32, 0, 0, 32, 32]]))
     with_hooks = trainer.unet(*inputs)
     base = load_unet(tiny_model_dir, dtype="fp32")
     merged = merged_weights(base.state_dict(), lora)
@@ -215,8 +217,8 @@ def test_killed_and_resumed_ends_bit_identical_and_loads_in_the_sample_cli(tiny_
 
     video = tmp_path / "v.gif"
     assert sample(["--temporal-layers", str(out), "--sdxl", str(fixtures_dir / "sdxl-tiny-single-file.safetensors"),
-                   "--tokenizer", str(tiny_model_dir), "--configs", str(tiny_model_dir), "--width", "64",
-                   "--height", "64", "--steps", "2", "--dtype", "fp32", "--device", "cpu", "--out", str(video)]) == 0
+                   "--tokenizer", str(tiny_model_dir), "--configs", str(tiny_model_dir), "--width", "32",
+                   "--height", "32", "--steps", "2", "--dtype", "fp32", "--device", "cpu", "--out", str(video)]) == 0
     assert video.stat().st_size > 0
 
 
