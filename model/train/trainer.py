@@ -17,7 +17,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import InputError, ModelFileError
 from ..loading import is_temporal_key
 from . import checkpoint as checkpoints
-from .data import Clip, epoch_batches, load_clip, read_frames
+from .data import Clip, epoch_batches, load_clip
 from .graph import set_gradient_checkpointing
 from .lora import MotionLoRA
 from .objective import Objective
