@@ -1,13 +1,24 @@
 """Fine-tuning: the differentiable UNet reproduces the original's gradients, and the trainer
 (python -m model.train) overfits, resumes bit for bit, trains data-parallel and refuses bad input."""
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from model.loading import is_temporal_key, load_unet
+from model.train import cli
 from model.train.graph import set_gradient_checkpointing
+from model.video import write_video
 
 LOSS_TOLERANCE = 1e-5  # relative
 GRAD_TOLERANCE = 1e-4  # of each gradient's largest entry
@@ -77,18 +88,6 @@ def test_the_unet_is_built_for_inference_and_train_mode_is_asked_for(tiny_model_
 
 
 # -- the trainer --------------------------------------------------------------------------------------
-
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from safetensors import safe_open  # noqa: E402
-
-from model.train import cli  # noqa: E402
-from model.video import write_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,7 +194,6 @@ def test_killed_and_resumed_ends_bit_identical_and_loads_in_the_sample_cli(tiny_
     assert not out.exists()
     for later in (ckpt / "step-00000004", ckpt / "step-00000006"):  # should the kill have come late
         if later.is_dir():
-            import shutil
             shutil.rmtree(later)
     # What a kill during a save leaves behind must not be taken for a checkpoint.
     (ckpt / ".step-00000004.dead.partial").mkdir()
