@@ -6,6 +6,8 @@ place and piece by piece (`pieces.py`) to keep the memory above the weights smal
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -17,6 +19,22 @@ from .errors import InputError
 from .pieces import pieces, resolve_budget
 
 
+def _differentiable_in_train_mode(forward):
+    """Eval mode: the inference forward below, without autograd. Train mode: the plain-op forward
+    of train/graph.py on the same modules, which autograd can differentiate."""
+
+    @functools.wraps(forward)
+    def dispatch(self, *args, **kwargs):
+        if self.training:
+            from .train.graph import unet_forward
+
+            return unet_forward(self, *args, **kwargs)
+        with torch.no_grad():
+            return forward(self, *args, **kwargs)
+
+    return dispatch
+
+
 class HotshotXLUNet(nn.Module):
     """Noise prediction for a video latent.
 
@@ -24,7 +42,8 @@ class HotshotXLUNet(nn.Module):
     sample (batch, 4, frames, h, w), the text states (batch, 77, 2048), the pooled text embedding
     (batch, 1280) and SDXL's six micro-conditioning numbers (batch, 6); it returns the predicted
     noise with the shape of `sample`. A single frame runs the image path: no temporal layers.
-    Inference only: the forward pass runs under `torch.no_grad()`.
+    Built in eval mode, where the forward pass runs under `torch.no_grad()`; after `unet.train()`
+    it builds the autograd graph instead (train/graph.py).
     """
 
     def __init__(self, config: UNetConfig):
@@ -50,6 +69,7 @@ class HotshotXLUNet(nn.Module):
         self.conv_norm_out = FrameGroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, 3, padding=1)
         self.piece_budget: int | str | None = "auto"
+        self.train(False)  # inference unless a trainer asks: see _differentiable_in_train_mode
 
     def set_piece_budget(self, budget: int | str | None) -> "HotshotXLUNet":
         """Largest temporary (bytes) of a layer run piece by piece; None: whole tensors; "auto":
@@ -77,7 +97,7 @@ class HotshotXLUNet(nn.Module):
         added = torch.cat([text_embeds.to(time_embeds.dtype), time_embeds], dim=-1).to(self.dtype)
         return emb + self.add_embedding(added)
 
-    @torch.no_grad()
+    @_differentiable_in_train_mode
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None) -> torch.Tensor:
         if sample.ndim != 5:

@@ -1,0 +1,407 @@
+"""The training loop: temporal layers (or a motion LoRA) of a frozen SDXL, on clips from a folder.
+
+Determinism: the batches of step s come from a permutation seeded by (seed, epoch) and each clip's
+noise, timestep and latent sample from a generator seeded by (seed, micro-batch, position in the
+global batch). So resuming at step s repeats an unbroken run exactly (CPU, fp32: bit for bit), and
+R ranks of batch b see what one rank of batch R*b sees: DDP's gradient average over ranks equals
+the single rank's mean over its batch.
+
+Precision: "bf16" computes the whole UNet in bfloat16 and keeps float32 master copies of the
+trained parameters; gradients are accumulated, clipped and applied in float32 and the result is
+copied back into the bfloat16 module. "fp32" trains in float32 throughout.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import InputError, ModelFileError
+from ..loading import is_temporal_key
+from . import checkpoint as checkpoints
+from .data import Clip, epoch_batches, load_clip
+from .graph import set_gradient_checkpointing
+from .lora import MotionLoRA
+from .objective import Objective
+
+
+@dataclass
+class TrainOptions:
+    """Everything a run needs; the CLI fills it from its flags (see cli.py for their meaning)."""
+
+    model: str | None = None
+    temporal_layers: str | None = None
+    sdxl: str | None = None
+    tokenizer: str | None = None
+    data: str = ""
+    output: str = ""
+    steps: int = 100
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-5
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    optimizer: str = "auto"  # auto: 8-bit AdamW when bitsandbytes is importable on CUDA, else AdamW
+    max_grad_norm: float = 1.0
+    seed: int = 111
+    frames: int = 8
+    fps: float = 8.0
+    width: int | None = None
+    height: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    noise_offset: float = 0.05
+    snr_gamma: float | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    gradient_checkpointing: bool = False
+    cache_latents: bool = False
+    cache_text: bool = False
+    save_every: int = 0
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = 3
+    resume: bool = False
+    validate_every: int = 0
+    validation_prompt: str | None = None
+    validation_steps: int = 20
+    save_dtype: str = "fp32"
+    overwrite: bool = False
+    caption_missing: bool = False
+    captioner: str | None = None
+    progress: bool = True
+
+
+def distributed(device: torch.device | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank): under torchrun (WORLD_SIZE > 1) the process group is joined
+    here (nccl on CUDA, gloo on CPU); else (0, 1, 0)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def _clip_generator(seed: int, micro_batch: int, position: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_batch) * 10_007 + position)
+
+
+class Trainer:
+    def __init__(self, options: TrainOptions, clips: list[Clip], log=print):
+        from ..pipeline import load_pipeline
+        from ..precision import resolve_device
+
+        self.options, self.clips, self.log = options, clips, log
+        device = resolve_device(options.device)
+        self.rank, self.world, local_rank = distributed(device)
+        if device.type == "cuda" and self.world > 1:
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.dtype = self._compute_dtype(options.dtype, device)
+
+        self.pipe = load_pipeline(options.model, temporal_layers=options.temporal_layers, sdxl=options.sdxl,
+                                  tokenizer=options.tokenizer, dtype=self.dtype, device=device)
+        unet = self.unet = self.pipe.unet
+        unet.requires_grad_(False)
+        self.pipe.vae.requires_grad_(False)
+        if options.lora_rank:
+            torch.manual_seed(options.seed)  # the adapters' initial A
+            self.lora = MotionLoRA(unet, options.lora_rank, options.lora_alpha).to(device, self.dtype)
+            named = {f"{name}.{key}": p for name, adapter in zip(self.lora.names, self.lora.adapters)
+                     for key, p in adapter.named_parameters()}
+        else:
+            self.lora = None
+            named = {name: p for name, p in unet.named_parameters() if is_temporal_key(name)}
+        for p in named.values():
+            p.requires_grad_(True)
+        self.params = named  # the module's (compute-dtype) trained parameters
+        # float32 masters in bf16 (the optimizer's view), the parameters themselves in fp32
+        self.masters = ({n: p.detach().float().clone().requires_grad_(True) for n, p in named.items()}
+                        if self.dtype != torch.float32 else named)
+        set_gradient_checkpointing(unet, options.gradient_checkpointing)
+        unet.train()
+
+        self.model = _Wrapped(unet, self.lora)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+        self.objective = Objective(self.pipe.scheduler_config, options.noise_offset, options.snr_gamma)
+        self.optimizer = self._optimizer()
+        from diffusers.optimization import get_scheduler
+
+        self.schedule = get_scheduler(options.lr_scheduler, optimizer=self.optimizer,
+                                      num_warmup_steps=options.warmup_steps, num_training_steps=options.steps)
+        self.scaling = self.pipe.vae.config.scaling_factor
+        self.latent_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.step = 0
+        self.global_batch = options.batch_size * self.world
+        self.epoch_length = len(epoch_batches(clips, self.global_batch, options.seed, 0))
+
+    @staticmethod
+    def _compute_dtype(name: str, device: torch.device) -> torch.dtype:
+        if name == "auto":
+            return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+    def _optimizer(self):
+        o = self.options
+        params = list(self.masters.values())
+        kwargs = dict(lr=o.lr, betas=tuple(o.adam_betas), eps=o.adam_eps, weight_decay=o.weight_decay)
+        if o.optimizer in ("auto", "adamw8bit") and self.device.type == "cuda":
+            try:
+                import bitsandbytes
+
+                return bitsandbytes.optim.AdamW8bit(params, **kwargs)
+            except ImportError:
+                if o.optimizer == "adamw8bit":
+                    raise InputError("--optimizer", "adamw8bit needs bitsandbytes (pip install bitsandbytes)")
+        return torch.optim.AdamW(params, **kwargs)
+
+    # -- identity of a run, for checkpoints --------------------------------------------------------
+    def run_identity(self) -> dict:
+        o = self.options
+        shapes = sorted((n, list(p.shape)) for n, p in self.params.items())
+        return {"model": [str(Path(p).resolve()) for p in (o.model, o.temporal_layers, o.sdxl) if p],
+                "trained": f"lora rank {o.lora_rank}" if o.lora_rank else "temporal layers",
+                "trained_tensors": len(shapes), "trained_shapes_digest": _digest(shapes),
+                "data": _digest([c.key for c in self.clips]), "global_batch": self.global_batch,
+                "grad_accum": o.grad_accum, "seed": o.seed, "frames": o.frames, "fps": o.fps,
+                "lr": o.lr, "lr_scheduler": o.lr_scheduler, "warmup_steps": o.warmup_steps,
+                "dtype": str(self.dtype)}  # not --steps: a run may be resumed with more steps
+
+    # -- inputs --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _moments(self, clip: Clip, pixels=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The VAE's latent mean and std (4, frames, h, w), float32, and the time ids (6,)."""
+        if self.options.cache_latents and clip.key in self.latent_cache:
+            return self.latent_cache[clip.key]
+        frames, time_ids = load_clip(clip, pixels)
+        dist_ = self.pipe.vae.encode(frames.to(self.device, self.pipe.vae.dtype)).latent_dist
+        # (frames, 4, h, w) -> (4, frames, h, w)
+        result = (dist_.mean.float().transpose(0, 1).cpu(), dist_.std.float().transpose(0, 1).cpu(), time_ids)
+        if self.options.cache_latents:
+            self.latent_cache[clip.key] = result
+        return result
+
+    @torch.no_grad()
+    def _text(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if caption in self.text_cache:
+            return self.text_cache[caption]
+        cond = self.pipe.text.encode(caption, chunks=1)  # 77 tokens, as the original truncates
+        result = (cond.context[0].cpu(), cond.pooled[0].cpu())
+        if self.options.cache_text:
+            self.text_cache[caption] = result
+        return result
+
+    def batch_for(self, micro_batch: int) -> list[int]:
+        """This rank's clip indices for a micro-batch (the global batch sliced by rank)."""
+        epoch, index = divmod(micro_batch, self.epoch_length)
+        batch = epoch_batches(self.clips, self.global_batch, self.options.seed, epoch)[index]
+        b = self.options.batch_size
+        return batch[self.rank * b:(self.rank + 1) * b]
+
+    def inputs(self, micro_batch: int) -> dict[str, torch.Tensor]:
+        latents, contexts, pooled, time_ids, noises, timesteps = [], [], [], [], [], []
+        for offset, index in enumerate(self.batch_for(micro_batch)):
+            clip = self.clips[index]
+            generator = _clip_generator(self.options.seed, micro_batch, self.rank * self.options.batch_size + offset)
+            mean, std, ids = self._moments(clip)
+            latent = (mean + std * torch.randn(mean.shape, generator=generator)) * self.scaling
+            noise, timestep = self.objective.draw(latent[None], [generator])
+            context, pool = self._text(clip.caption)
+            latents.append(latent), noises.append(noise[0]), timesteps.append(timestep)
+            contexts.append(context), pooled.append(pool), time_ids.append(ids)
+        to = dict(device=self.device)
+        return {"latents": torch.stack(latents).to(**to), "noise": torch.stack(noises).to(**to),
+                "timesteps": torch.cat(timesteps).to(**to), "context": torch.stack(contexts).to(**to),
+                "pooled": torch.stack(pooled).to(**to), "time_ids": torch.stack(time_ids).to(**to)}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        noisy = self.objective.add_noise(batch["latents"], batch["noise"], batch["timesteps"])
+        prediction = self.model(noisy.to(self.dtype), batch["timesteps"], batch["context"].to(self.dtype),
+                                batch["pooled"].to(self.dtype), batch["time_ids"])
+        return self.objective.loss(prediction, batch["latents"], batch["noise"], batch["timesteps"])
+
+    # -- one optimisation step ----------------------------------------------------------------------
+    def gradients(self, step: int) -> float:
+        """Accumulate the step's gradients into the masters' .grad (averaged over ranks); the loss."""
+        from contextlib import nullcontext
+
+        accum = self.options.grad_accum
+        for master in self.masters.values():
+            master.grad = None
+        total = 0.0
+        for micro in range(accum):
+            batch = self.inputs(step * accum + micro)
+            sync = micro == accum - 1 or self.world == 1
+            with nullcontext() if sync else self.model.no_sync():
+                loss = self.loss(batch) / accum
+                loss.backward()
+            total += loss.item()
+            # bf16: into the float32 masters after each micro-batch; under DDP only once the
+            # gradients are averaged (no_sync micro-batches accumulate in the module's .grad).
+            if self.masters is not self.params and (self.world == 1 or sync):
+                for name, p in self.params.items():
+                    if p.grad is not None:
+                        m = self.masters[name]
+                        m.grad = p.grad.float() if m.grad is None else m.grad + p.grad.float()
+                        p.grad = None
+        return total
+
+    def optimise(self, step: int) -> float:
+        loss = self.gradients(step)
+        if self.options.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.masters.values()), self.options.max_grad_norm)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.masters is not self.params:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(self.masters[name])
+        return loss
+
+    # -- state -----------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        micro_batch = self.step * self.options.grad_accum  # the next one this run would read
+        epoch, batch = divmod(micro_batch, self.epoch_length)
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "data_position": {"micro_batch": micro_batch, "epoch": epoch, "batch_in_epoch": batch},
+                "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def restore(self, folder: Path) -> None:
+        trained, state, step = checkpoints.load(folder, self.run_identity())
+        if trained.keys() != self.masters.keys():
+            raise ModelFileError(folder, "holds other tensors than this run trains")
+        with torch.no_grad():
+            for name, master in self.masters.items():
+                master.copy_(trained[name])
+                if self.masters is not self.params:
+                    self.params[name].copy_(trained[name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if step > self.options.steps:
+            raise InputError("--steps", f"{folder} is at step {step}, past --steps {self.options.steps}")
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate((3, tuple(state["python_rng"]), None))
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = step
+
+    def save_checkpoint(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        return checkpoints.save(Path(self.options.checkpoint_dir), self.step,
+                                {n: m for n, m in self.masters.items()}, self.state(), self.run_identity(),
+                                self.options.keep_checkpoints)
+
+    def output_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The output file's tensors and metadata: the temporal layers in the released layout (all
+        420 tensors, position tables included), or the motion LoRA."""
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.options.save_dtype]
+        if self.lora is not None:
+            from .lora import FORMAT
+
+            state = {}
+            for name, adapter in zip(self.lora.names, self.lora.adapters):
+                state[f"unet.{name}.lora_A.weight"] = self.masters[f"{name}.lora_A.weight"].detach()
+                state[f"unet.{name}.lora_B.weight"] = self.masters[f"{name}.lora_B.weight"].detach()
+                state[f"unet.{name}.alpha"] = torch.tensor(adapter.alpha)
+            return {k: v.float().cpu().contiguous() for k, v in state.items()}, {"format": FORMAT}
+        state = {k: v for k, v in self.unet.state_dict().items() if is_temporal_key(k)}
+        state.update({k: m.detach() for k, m in self.masters.items()})
+        if self.dtype != torch.float32:  # the position tables as the source file holds them, not bf16-rounded
+            state.update(self._source_position_tables())
+        return {k: v.to(dtype).cpu().contiguous() for k, v in state.items()}, {"format": "pt"}
+
+    def _source_position_tables(self) -> dict[str, torch.Tensor]:
+        from ..loading import _pick_sources, classify
+        from ..weights import read_safetensors
+
+        o = self.options
+        _, temporal = _pick_sources([classify(p) for p in (o.model, o.sdxl, o.temporal_layers) if p])
+        tables = {}
+        for file in temporal.files:
+            tables.update(read_safetensors(file, None, keep=lambda key: key.endswith("pos_encoder.positional_encoding")
+                                           and is_temporal_key(key)))
+        return tables
+
+    def validate(self) -> Path | None:
+        o = self.options
+        if self.rank != 0 or not o.validation_prompt:
+            return None
+        from ..video import write_video
+
+        width, height = o.width or self.clips[0].bucket[0], o.height or self.clips[0].bucket[1]
+        self.unet.eval()
+        try:
+            frames = self.pipe(o.validation_prompt, width=width, height=height, frames=o.frames,
+                               steps=o.validation_steps, seed=o.seed)
+        finally:
+            self.unet.train()
+        target = Path(o.checkpoint_dir) / f"validation-step-{self.step:08d}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return write_video(frames, target, fps=o.fps, overwrite=True)[0]
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def fit(self) -> float | None:
+        o = self.options
+        started, first = time.perf_counter(), self.step
+        loss = None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=o.steps, initial=self.step, desc="training", unit="step", file=sys.stderr,
+                   disable=not o.progress or self.rank != 0, dynamic_ncols=True)
+        while self.step < o.steps:
+            loss = self.optimise(self.step)
+            if not math.isfinite(loss):
+                raise InputError("--lr", f"the loss became {loss} at step {self.step + 1}; lower --lr or use --dtype fp32")
+            self.step += 1
+            rate = (self.step - first) / (time.perf_counter() - started)
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.schedule.get_last_lr()[0]:.2e}", steps_s=f"{rate:.2f}")
+            if o.save_every and self.step % o.save_every == 0 and self.step < o.steps:
+                self.save_checkpoint()
+            if o.validate_every and self.step % o.validate_every == 0:
+                self.validate()
+            if self.world > 1 and (o.save_every or o.validate_every):
+                dist.barrier()
+        bar.close()
+        return loss
+
+
+class _Wrapped(nn.Module):
+    """The UNet and its adapters as one module, which DDP can wrap."""
+
+    def __init__(self, unet, lora):
+        super().__init__()
+        self.unet = unet
+        self.lora = lora
+
+    def forward(self, *args):
+        return self.unet(*args)
+
+
+def _digest(value) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+

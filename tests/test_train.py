@@ -1,0 +1,370 @@
+"""Fine-tuning: the differentiable UNet reproduces the original's gradients, and the trainer
+(python -m model.train) overfits, resumes bit for bit, trains data-parallel and refuses bad input."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from model.loading import is_temporal_key, load_unet
+from model.train import cli
+from model.train.graph import set_gradient_checkpointing
+from model.video import write_video
+
+LOSS_TOLERANCE = 1e-5  # relative
+GRAD_TOLERANCE = 1e-4  # of each gradient's largest entry
+
+
+@pytest.fixture(scope="module")
+def golden(fixtures_dir):
+    return load_file(fixtures_dir / "train_golden.safetensors")
+
+
+def temporal_gradients(unet, golden, checkpointing=False):
+    unet.requires_grad_(False)
+    params = {name: p for name, p in unet.named_parameters() if is_temporal_key(name)}
+    for p in params.values():
+        p.requires_grad_(True)
+        p.grad = None
+    unet.train()
+    set_gradient_checkpointing(unet, checkpointing)
+    pred = unet(golden["noisy_latents"], golden["timesteps"], golden["encoder_hidden_states"],
+                golden["text_embeds"], golden["time_ids"])
+    loss = F.mse_loss(pred.float(), golden["noise"])
+    loss.backward()
+    unet.eval()
+    return loss.detach(), {name: p.grad.clone() for name, p in params.items()}
+
+
+@pytest.fixture(scope="module")
+def golden_run(tiny_model_dir, golden):
+    unet = load_unet(tiny_model_dir, dtype="fp32")
+    return unet, temporal_gradients(unet, golden)
+
+
+def test_noising_matches_the_release_scheduler(golden, tiny_model_dir):
+    from model.components import scheduler_config
+    from model.train.objective import Objective
+
+    objective = Objective(scheduler_config(tiny_model_dir))
+    noisy = objective.add_noise(golden["latents"], golden["noise"], golden["timesteps"])
+    assert (noisy - golden["noisy_latents"]).abs().max() < 1e-6
+
+
+def test_loss_and_gradients_match_the_original(golden_run, golden):
+    _, (loss, grads) = golden_run
+    assert abs(loss.item() / golden["loss"].item() - 1) < LOSS_TOLERANCE
+    assert len(grads) == 390 and grads.keys() == {k[5:] for k in golden if k.startswith("grad.")}
+    for name, grad in grads.items():
+        reference = golden[f"grad.{name}"]
+        assert (grad - reference).abs().max() <= GRAD_TOLERANCE * reference.abs().max(), name
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(golden_run, golden):
+    unet, (loss, grads) = golden_run
+    loss_again, grads_again = temporal_gradients(unet, golden, checkpointing=True)
+    assert loss_again == loss
+    for name, grad in grads.items():
+        assert torch.allclose(grads_again[name], grad, rtol=0, atol=1e-7 * grad.abs().max().item()), name
+
+
+def test_the_unet_is_built_for_inference_and_train_mode_is_asked_for(tiny_model_dir):
+    unet = load_unet(tiny_model_dir, dtype="fp32")
+    assert not unet.training
+    sample = torch.randn(1, 4, 2, 8, 8, requires_grad=True)
+    args = (torch.tensor([10]), torch.randn(1, 77, 64), torch.randn(1, 32), torch.randn(1, 6))
+    assert not unet(sample, *args).requires_grad  # eval: no graph
+    unet.train()
+    assert unet(sample, *args).requires_grad
+
+
+# -- the trainer --------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_clip(path: Path, frames: int, seed: int, size=(48, 64)):
+    """A texture sliding sideways: motion the temporal layers can learn."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.rand(*size, 3, generator=generator)
+    write_video(torch.stack([base.roll(3 * k, dims=1) for k in range(frames)]), path, fps=8)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    write_clip(folder / "slide.mp4", 12, 0)
+    (folder / "slide.txt").write_text("a texture sliding to the right")
+    write_clip(folder / "other.gif", 9, 1)
+    (folder / "other.txt").write_text("another texture")
+    return folder
+
+
+def train_args(tiny_model_dir, data, output, *extra):
+    # 32x32 frames: 4x4 latents, the smallest the tiny UNet's two downsamplings take; a later
+    # --width/--height replaces these
+    return ["--model", str(tiny_model_dir), "--data", str(data), "--output", str(output), "--width", "32",
+            "--height", "32", "--lr", "1e-3", "--no-progress", *extra]
+
+
+def trainer_for(argv):
+    options = cli.options_from_args(cli.build_parser().parse_args(argv))
+    from model.train.trainer import Trainer
+
+    return Trainer(options, cli.prepare_clips(options, print))
+
+
+def test_the_trainer_overfits_a_fixed_batch(tiny_model_dir, clips, tmp_path):
+    trainer = trainer_for(train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--noise-offset", "0",
+                                     "--max-grad-norm", "0"))
+    batch = trainer.inputs(0)
+    with torch.no_grad():
+        before = trainer.loss(batch).item()
+    for _ in range(4):
+        trainer.optimise(0)  # always micro-batch 0: the same clips, noise and timesteps
+    with torch.no_grad():
+        after = trainer.loss(batch).item()
+    assert after < 0.9 * before
+
+
+def read(path):
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_a_motion_lora_file_reproduces_what_was_trained(tiny_model_dir, clips, tmp_path):
+    from model.train.lora import FORMAT, merged_weights
+
+    out = tmp_path / "lora.safetensors"
+    argv = train_args(tiny_model_dir, clips, out, "--steps", "2", "--lora-rank", "2", "--lora-alpha", "4")
+    trainer = trainer_for(argv)
+    trainer.fit()
+    state, metadata = trainer.output_state()
+    cli.write_output(state, metadata, out, overwrite=False)
+    lora, metadata = read(out)
+    assert metadata == {"format": FORMAT}
+    name = "unet.down_blocks.0.temporal_attentions.0.transformer_blocks.0.attention_blocks.0.to_q"
+    assert lora[f"{name}.lora_A.weight"].shape == (2, 32) and lora[f"{name}.lora_B.weight"].shape == (32, 2)
+    assert lora[f"{name}.alpha"].ndim == 0 and lora[f"{name}.alpha"].item() == 4
+    assert lora[f"{name}.lora_B.weight"].abs().max() > 0  # trained away from its zero start
+    assert all(k.startswith("unet.") and ".temporal_attentions." in k for k in lora)
+
+    # The trained model (UNet + adapter hooks) equals the base UNet with W + (alpha/rank) B A.
+    trainer.unet.eval()
+    inputs = (torch.randn(1, 4, 8, 4, 4), torch.tensor([500]), torch.randn(1, 77, 64), torch.randn(1, 32),
+              torch.tensor([[32.0, 32, 0, 0, 32, 32]]))
+    with_hooks = trainer.unet(*inputs)
+    base = load_unet(tiny_model_dir, dtype="fp32")
+    merged = merged_weights(base.state_dict(), lora)
+    assert len(merged) == len(lora) // 3
+    base.load_state_dict(merged, strict=False)
+    assert (base(*inputs) - with_hooks).abs().max() < 1e-5
+
+
+def test_killed_and_resumed_ends_bit_identical_and_loads_in_the_sample_cli(tiny_model_dir, fixtures_dir, clips,
+                                                                          tmp_path):
+    steps = ["--save-every", "2", "--cache-latents", "--cache-text"]
+    out, ckpt = tmp_path / "resumed.safetensors", tmp_path / "ckpt"
+    argv = train_args(tiny_model_dir, clips, out, "--steps", "4", *steps, "--checkpoint-dir", str(ckpt))
+    # Killed long before its end; --steps may be raised or lowered when resuming.
+    killed = [a if a != "4" else "50" for a in argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "model.train", *killed], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        straight = tmp_path / "straight.safetensors"  # meanwhile: the run that is never stopped
+        assert cli.run(train_args(tiny_model_dir, clips, straight, "--steps", "4", *steps,
+                                  "--checkpoint-dir", str(tmp_path / "straight-ckpt"))) == 0
+        deadline = time.time() + 120
+        while not (ckpt / "step-00000002").is_dir() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not out.exists()
+    for later in (ckpt / "step-00000004", ckpt / "step-00000006"):  # should the kill have come late
+        if later.is_dir():
+            shutil.rmtree(later)
+    # What a kill during a save leaves behind must not be taken for a checkpoint.
+    (ckpt / ".step-00000004.dead.partial").mkdir()
+    (ckpt / "step-00000004").mkdir()
+    (ckpt / "step-00000004" / "trained.safetensors").write_bytes(b"")
+
+    assert cli.run(argv + ["--resume"]) == 0
+    resumed, straight_state = read(out)[0], read(straight)[0]
+    assert resumed.keys() == straight_state.keys()
+    assert all(torch.equal(resumed[k], straight_state[k]) for k in resumed)
+
+    # The released layout, loadable by the sample CLI with an SDXL single file.
+    released, _ = read(fixtures_dir / "hsxl_temporal_layers_tiny.safetensors")
+    assert resumed.keys() == released.keys() and len(resumed) == 420
+    changed = [k for k in resumed if not torch.equal(resumed[k], released[k])]
+    assert changed and all("positional_encoding" not in k for k in changed)
+    assert all(resumed[k].shape == released[k].shape and resumed[k].dtype == released[k].dtype for k in resumed)
+    from model.sample import run as sample
+
+    video = tmp_path / "v.gif"
+    assert sample(["--temporal-layers", str(out), "--sdxl", str(fixtures_dir / "sdxl-tiny-single-file.safetensors"),
+                   "--tokenizer", str(tiny_model_dir), "--configs", str(tiny_model_dir), "--width", "32",
+                   "--height", "32", "--steps", "2", "--dtype", "fp32", "--device", "cpu", "--out", str(video)]) == 0
+    assert video.stat().st_size > 0
+
+
+def test_a_checkpoint_of_another_run_is_refused(tiny_model_dir, clips, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    argv = train_args(tiny_model_dir, clips, tmp_path / "a.safetensors", "--steps", "1", "--checkpoint-dir",
+                      str(ckpt))
+    from model.train import checkpoint
+
+    checkpoint.save(ckpt, 1, {}, {}, {"seed": 5, "model": ["elsewhere"]}, keep=3)
+    assert cli.run(argv + ["--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "step-00000001: is from another run or model" in error and "seed: checkpoint has 5" in error
+    assert not (tmp_path / "a.safetensors").exists()
+
+
+DDP_WORKER = """
+import sys, torch
+from model.train import cli
+from model.train.trainer import Trainer
+options = cli.options_from_args(cli.build_parser().parse_args(sys.argv[2:]))
+trainer = Trainer(options, cli.prepare_clips(options, print))
+trainer.gradients(0)
+if trainer.rank == 0:
+    torch.save({n: m.grad for n, m in trainer.masters.items()}, sys.argv[1])
+"""
+
+
+def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_model_dir, clips, tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER)
+    argv = train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--device", "cpu", "--dtype", "fp32")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                "--master-port", "29517", str(worker), str(tmp_path / "g.pt"), *argv,
+                                "--batch-size", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        trainer = trainer_for(argv + ["--batch-size", "2"])  # meanwhile: one rank, both clips
+        trainer.gradients(0)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-3000:]
+    two_ranks = torch.load(tmp_path / "g.pt")
+    assert two_ranks.keys() == trainer.masters.keys()
+    largest = max(master.grad.abs().max() for master in trainer.masters.values())
+    for name, master in trainer.masters.items():
+        assert (two_ranks[name] - master.grad).abs().max() <= 1e-5 * largest, name
+
+
+# -- bad input: one clear error naming the flag or file, before anything is loaded -----------------------
+
+
+def run_cli(argv, capsys):
+    code = cli.run(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--frames", "0"], "--frames: must be a positive whole number"),
+    (["--frames", "30"], "--frames: the temporal layers hold 24 positions"),
+    (["--width", "60"], "--width: must be a positive multiple of 8"),
+    (["--lr", "nan"], "--lr: must be positive"),
+    (["--lora-alpha", "4"], "--lora-alpha: only applies with --lora-rank"),
+    (["--validate-every", "5"], "--validate-every: needs --validation-prompt"),
+    (["--caption-missing"], "--caption-missing: needs --captioner"),
+    (["--snr-gamma", "-1"], "--snr-gamma: must be positive"),
+])
+def test_bad_flags_are_named(tiny_model_dir, clips, tmp_path, capsys, extra, message):
+    code, error = run_cli(train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", *extra), capsys)
+    assert code == 2 and message in error
+
+
+def test_bad_model_and_output_paths_are_named(tiny_model_dir, clips, tmp_path, capsys):
+    existing = tmp_path / "taken.safetensors"
+    existing.write_bytes(b"mine")
+    code, error = run_cli(train_args(tiny_model_dir, clips, existing), capsys)
+    assert code == 2 and "--output" in error and "--overwrite" in error and existing.read_bytes() == b"mine"
+    code, error = run_cli(train_args(tiny_model_dir, clips, tmp_path / "o.pt"), capsys)
+    assert code == 2 and "--output: must be a .safetensors file" in error
+    code, error = run_cli(train_args(tmp_path / "nowhere", clips, tmp_path / "o.safetensors"), capsys)
+    assert code == 2 and "nowhere: not found (--model)" in error
+
+
+def test_bad_data_folders(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o.safetensors"
+    code, error = run_cli(train_args(tiny_model_dir, tmp_path / "missing", out), capsys)
+    assert code == 2 and "--data:" in error and "missing is not a folder" in error
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no clips here")
+    code, error = run_cli(train_args(tiny_model_dir, empty, out), capsys)
+    assert code == 2 and "holds no clips" in error
+
+    short = tmp_path / "short"
+    short.mkdir()
+    write_clip(short / "brief.mp4", 5, 0)
+    (short / "brief.txt").write_text("too brief")
+    code, error = run_cli(train_args(tiny_model_dir, short, out), capsys)
+    assert code == 2 and "1 clips shorter than 8 frames at 8 fps, skipped" in error and "brief.mp4" in error
+    assert "no usable clip" in error
+
+    uncaptioned = tmp_path / "uncaptioned"
+    uncaptioned.mkdir()
+    write_clip(uncaptioned / "a.mp4", 8, 0)
+    (uncaptioned / "b").mkdir()  # the original's layout: frames and prompt.txt
+    write_video(torch.rand(8, 32, 32, 3), str(uncaptioned / "b") + "/")
+    code, error = run_cli(train_args(tiny_model_dir, uncaptioned, out), capsys)
+    assert code == 2 and "2 clips have no caption" in error
+    assert str(uncaptioned / "a.txt") in error and str(uncaptioned / "b" / "prompt.txt") in error
+    code, error = run_cli(train_args(tiny_model_dir, uncaptioned, out, "--caption-missing", "--captioner",
+                                     str(tiny_model_dir / "vae")), capsys)
+    assert code == 2 and "not a vision-language captioner" in error and "vae" in error
+    assert not out.exists()
+
+
+def test_unreadable_clips_are_listed_and_skipped(tiny_model_dir, tmp_path):
+    write_clip(tmp_path / "good.mp4", 16, 0)
+    (tmp_path / "good.txt").write_text("fine")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    (tmp_path / "broken.txt").write_text("broken")
+    (tmp_path / "frames").mkdir()  # the original's layout
+    from PIL import Image
+    for i in range(9):
+        Image.new("RGB", (40, 24), (20 * i, 0, 0)).save(tmp_path / "frames" / f"frame_{i}.jpg")
+    (tmp_path / "frames" / "prompt.txt").write_text("red fading in")
+    messages = []
+    options = cli.options_from_args(cli.build_parser().parse_args(
+        train_args(tiny_model_dir, tmp_path, tmp_path / "o.safetensors", "--frames", "8")))
+    found = cli.prepare_clips(options, messages.append)
+    assert [(c.source.path.name, c.frame_indices[0]) for c in found] == [("frames", 0), ("good.mp4", 0), ("good.mp4", 8)]
+    assert found[0].caption == "red fading in"
+    assert any("unreadable, skipped" in m and "broken.mp4" in m for m in messages)
+
+
+def test_bf16_trains_float32_masters_and_writes_the_source_position_tables(tiny_model_dir, fixtures_dir, clips,
+                                                                           tmp_path):
+    trainer = trainer_for(train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--dtype", "bf16",
+                                     "--frames", "2", "--width", "32", "--height", "32"))
+    name = "down_blocks.0.temporal_attentions.0.proj_in.weight"
+    before = trainer.masters[name].detach().clone()
+    trainer.optimise(0)
+    master, param = trainer.masters[name], trainer.params[name]
+    assert master.dtype == torch.float32 and param.dtype == torch.bfloat16
+    assert not torch.equal(master, before) and torch.equal(param, master.to(torch.bfloat16))
+    state, _ = trainer.output_state()
+    assert torch.equal(state[name], master.detach())
+    released, _ = read(fixtures_dir / "hsxl_temporal_layers_tiny.safetensors")
+    tables = [k for k in released if k.endswith("positional_encoding")]
+    assert tables and all(torch.equal(state[k], released[k]) for k in tables)
