@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import InputError
+from .sampling import call_predictor
 
 if TYPE_CHECKING:
     from .sampling import Predictor
@@ -178,19 +179,22 @@ def windowed_predictor(predict: Predictor, options: ContextOptions) -> Predictor
     itself, bit for bit.
     """
 
-    def predict_in_windows(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        frames = latents.shape[2]
+    def predict_in_windows(latents: torch.Tensor, timestep: torch.Tensor, frames=None, step=None) -> torch.Tensor:
+        video_frames, frames = frames, latents.shape[2]  # `frames` given: the video's indices (see sampling.py)
         windows = context_windows(frames, options, timestep)
         if len(windows) == 1:
-            return predict(latents, timestep)
+            return call_predictor(predict, latents, timestep, video_frames, step)
         weights = blend_weights(frames, windows, options.weighting).to(latents.device)
         blended = torch.zeros_like(latents, dtype=torch.float32)  # (batch, channels, frames, h, w)
         for window, weight in zip(windows, weights):
             index = torch.tensor(window, device=latents.device)
-            noise = predict(latents.index_select(2, index), timestep)  # (batch, channels, window, h, w)
+            window = window if video_frames is None else tuple(video_frames[i] for i in window)
+            # (batch, channels, window, h, w)
+            noise = call_predictor(predict, latents.index_select(2, index), timestep, window, step)
             blended.index_add_(2, index, noise.float() * weight[index].view(1, 1, -1, 1, 1))
         return blended.to(latents.dtype)
 
+    predict_in_windows.takes_position = getattr(predict, "takes_position", False)
     return predict_in_windows
 
 

@@ -12,6 +12,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .controlnet.cli import add_controlnet_arguments, check_controlnet_args, controls_from_args
+from .video2video.cli import add_video2video_arguments, init_from_args
 from .context import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS, ContextOptions, context_for
 from .decode import VAE_TILING
 from .errors import HotshotError, InputError
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--fps", type=float, default=DEFAULT_FPS)
     out.add_argument("--loop", type=int, default=0, help="gif/webp loop count, 0 = forever")
     out.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_controlnet_arguments(parser)
+    add_video2video_arguments(parser)
     return parser
 
 
@@ -166,6 +170,8 @@ def run(argv=None) -> int:
             print(WHERE_TO_GET_WEIGHTS, file=sys.stderr)
             return 2
         settings = _settings(args)
+        settings, init_frames = init_from_args(args, argv, settings)
+        control_groups = check_controlnet_args(args, settings.width, settings.height, settings.frames)
         with _errors_named_by_flag(FLAG_OF):
             check_speed_options(args.offload, args.compile)
         check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
@@ -193,8 +199,12 @@ def run(argv=None) -> int:
         conditions = pipe.encode(args.prompt, negative, settings.original_size, settings.target_size)
         from tqdm.auto import tqdm
 
+        controls = controls_from_args(control_groups, pipe)
+        init = None if init_frames is None else pipe.encode_video(init_frames, settings.decode_chunk,
+                                                                   settings.vae_tiling, settings.frames)
         with tqdm(total=settings.steps, desc="sampling", unit="step", file=sys.stderr, leave=False) as bar:
-            latents = pipe.sample(conditions, settings, callback=lambda *_: bar.update())
+            latents = pipe.sample(conditions, settings, callback=lambda *_: bar.update(), controls=controls,
+                                  init=init)
         frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling)
         from .video import write_video
 

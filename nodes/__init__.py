@@ -5,6 +5,7 @@ is the host) and nothing else: no weights, no threads, no torch/diffusers import
 """
 
 from . import host
+from .controlnet import HotshotXLApplyControlNet, HotshotXLControlNetLoader, HotshotXLEncode
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
 from .video import HotshotXLDecode, HotshotXLSaveVideo
@@ -20,6 +21,9 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLDecode": HotshotXLDecode,
     "HotshotXLSaveVideo": HotshotXLSaveVideo,
     "HotshotXLContextOptions": HotshotXLContextOptions,
+    "HotshotXLControlNetLoader": HotshotXLControlNetLoader,
+    "HotshotXLApplyControlNet": HotshotXLApplyControlNet,
+    "HotshotXLEncode": HotshotXLEncode,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -31,4 +35,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLDecode": "Hotshot-XL Decode",
     "HotshotXLSaveVideo": "Hotshot-XL Save Video",
     "HotshotXLContextOptions": "Hotshot-XL Context Options",
+    "HotshotXLControlNetLoader": "Hotshot-XL ControlNet Loader",
+    "HotshotXLApplyControlNet": "Hotshot-XL Apply ControlNet",
+    "HotshotXLEncode": "Hotshot-XL Encode (video to latent)",
 }

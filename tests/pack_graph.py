@@ -80,7 +80,7 @@ def editor_to_api(workflow: dict, classes: dict) -> dict:
         values = list(node.get("widgets_values") or [])
         linked = {entry["name"]: entry.get("link") for entry in node.get("inputs", [])}
         inputs = {}
-        for name, kind, options, _ in input_specs(cls):
+        for name, kind, options, required in input_specs(cls):
             if linked.get(name) is not None:
                 link = links[linked[name]]
                 inputs[name] = [str(link[1]), link[2]]
@@ -89,6 +89,8 @@ def editor_to_api(workflow: dict, classes: dict) -> dict:
                     if options.get("control_after_generate"):
                         values.pop(0)
             elif is_widget(kind):
+                if not values and not required:  # an optional widget newer than the file: its default
+                    continue
                 if not values:
                     raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name}")
                 inputs[name] = values.pop(0)

@@ -1,0 +1,268 @@
+"""ControlNets: the original's ControlNet golden through Python and the CLI, every way of giving the
+weights and the control frames, context windows, header-only layout recognition and bad input."""
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.context import ContextOptions, context_windows
+from model.controlnet.apply import Control
+from model.controlnet.frames import control_frames, read_frames
+from model.controlnet.layouts import layout_name
+from model.controlnet.loading import describe, load_controlnet
+from model.errors import HotshotError, InputError, ModelFileError
+from model.pipeline import load_pipeline
+from model.sample import run
+from model.schedulers import make_scheduler
+from model.video import read_video
+
+TOLERANCE = 2e-3
+
+
+@pytest.fixture(scope="module")
+def case(fixtures_dir):
+    return next(c for c in json.loads((fixtures_dir / "cond_golden.json").read_text())
+                if c["name"] == "controlnet_euler_8f")
+
+
+@pytest.fixture(scope="module")
+def golden(fixtures_dir, case):
+    return load_file(fixtures_dir / "cond_golden.safetensors")[case["name"]]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return load_pipeline(tiny_model_dir, dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def net(fixtures_dir, pipe):
+    return load_controlnet(fixtures_dir / "controlnet-tiny", dtype="fp32", device="cpu", unet_config=pipe.unet.config)
+
+
+def settings_of(case, **changes) -> dict:
+    settings = dict(width=case["width"], height=case["height"], steps=case["steps"], frames=case["video_length"],
+                    seed=case["seed"], guidance=case["guidance_scale"], original_size=tuple(case["og"]),
+                    target_size=tuple(case["target"]), scheduler=case["scheduler"])
+    return {**settings, **changes}
+
+
+def control_of(case, net, images) -> Control:
+    return Control(net, images, case["controlnet_conditioning_scale"], case["control_guidance_start"],
+                   case["control_guidance_end"])
+
+
+@pytest.fixture(scope="module")
+def images(fixtures_dir, case):
+    return control_frames(fixtures_dir / case["control_frames"], case["width"], case["height"], case["video_length"])
+
+
+@pytest.fixture(scope="module")
+def frames(pipe, net, case, images):
+    return pipe(case["prompt"], case["negative_prompt"], controls=[control_of(case, net, images)], **settings_of(case))
+
+
+def test_python_api_reproduces_controlnet_golden(frames, golden, pipe, case):
+    assert frames.shape == golden.shape
+    assert (frames - golden).abs().max() < TOLERANCE
+    # The ControlNet matters: without it the same call is far from the golden.
+    plain = pipe(case["prompt"], case["negative_prompt"], **settings_of(case))
+    assert (plain - golden).abs().max() > 0.05
+
+
+def test_gif_gives_the_png_folder_frames(fixtures_dir, case, images):
+    gif = fixtures_dir / (case["control_frames"] + ".gif")
+    assert torch.equal(control_frames(gif, case["width"], case["height"], case["video_length"]), images)
+
+
+def test_bare_safetensors_with_config_beside_or_given(tmp_path, fixtures_dir, pipe, case, images, frames):
+    weights = fixtures_dir / "controlnet-tiny" / "diffusion_pytorch_model.safetensors"
+    alone = tmp_path / "alone" / "tiny_controlnet.safetensors"
+    alone.parent.mkdir()
+    shutil.copy(weights, alone)
+    with pytest.raises(ModelFileError, match="block widths"):  # tiny: not a full-size layout, needs its config
+        describe(alone)
+    given = load_controlnet(alone, config=fixtures_dir / "controlnet-tiny" / "config.json", dtype="fp32")
+    beside = tmp_path / "beside" / "tiny_controlnet.safetensors"
+    beside.parent.mkdir()
+    shutil.copy(weights, beside)
+    shutil.copy(fixtures_dir / "controlnet-tiny" / "config.json", beside.parent / "config.json")
+    for net in (given, load_controlnet(beside, dtype="fp32")):
+        again = pipe(case["prompt"], case["negative_prompt"], controls=[control_of(case, net, images)],
+                     **settings_of(case))
+        assert torch.equal(again, frames)
+
+
+def cli_flags(case, tiny_model_dir, out, *extra):
+    return ["--model", str(tiny_model_dir), "--prompt", case["prompt"], "--negative-prompt", case["negative_prompt"],
+            "--width", str(case["width"]), "--height", str(case["height"]), "--frames", str(case["video_length"]),
+            "--steps", str(case["steps"]), "--seed", str(case["seed"]), "--guidance", str(case["guidance_scale"]),
+            "--scheduler", case["scheduler"], "--original-size", *map(str, case["og"]),
+            "--target-size", *map(str, case["target"]), "--dtype", "fp32", "--device", "cpu", "--out", str(out),
+            *extra]
+
+
+@pytest.mark.parametrize("source", ["folder", "gif"])
+def test_cli_png_frames_match_controlnet_golden(source, tmp_path, tiny_model_dir, fixtures_dir, case, golden):
+    control = fixtures_dir / (case["control_frames"] + (".gif" if source == "gif" else ""))
+    out = tmp_path / "frames"
+    code = run(cli_flags(case, tiny_model_dir, str(out) + "/", "--controlnet", str(fixtures_dir / "controlnet-tiny"),
+                         "--control-frames", str(control),
+                         "--control-strength", str(case["controlnet_conditioning_scale"]),
+                         "--control-start", str(case["control_guidance_start"]),
+                         "--control-end", str(case["control_guidance_end"])))
+    assert code == 0
+    pixels = np.stack([read_video(f)[0][0].numpy() for f in sorted(out.glob("frame_*.png"))]).astype(np.float32)
+    assert pixels.shape == tuple(golden.shape)
+    assert np.abs(pixels / 255 - golden.numpy()).max() <= 2 / 255 + 1e-6
+
+
+def test_windows_as_long_as_the_video_are_the_plain_result(pipe, net, case, images, frames):
+    windowed = pipe(case["prompt"], case["negative_prompt"], controls=[control_of(case, net, images)],
+                    **settings_of(case, context=ContextOptions(length=case["video_length"], overlap=2)))
+    assert torch.equal(windowed, frames)
+
+
+def test_each_window_gets_its_own_frames_control(pipe, net, monkeypatch):
+    # Frame k's control image is the constant k/32: every ControlNet call says which frames it saw.
+    count, options = 24, ContextOptions(length=8, overlap=4)
+    images = (torch.arange(count, dtype=torch.float32) / 32).view(-1, 1, 1, 1).expand(-1, 3, 64, 64).contiguous()
+    seen = []
+    forward = net.forward
+
+    def recording(sample, timestep, *args, controlnet_cond, **kwargs):
+        seen.append((float(timestep), tuple(round(v * 32) for v in controlnet_cond[:, 0, 0, 0].tolist())))
+        return forward(sample, timestep, *args, controlnet_cond=controlnet_cond, **kwargs)
+
+    monkeypatch.setattr(net, "forward", recording)
+    pipe("a cat", "blurry", controls=[Control(net, images)], width=64, height=64, frames=count, steps=2,
+         scheduler="euler", context=options)
+    scheduler = make_scheduler("euler", pipe.scheduler_config)
+    scheduler.set_timesteps(2)
+    expected = [(float(t), window + window)  # the CFG pair: negative then positive, the same frames
+                for t in scheduler.timesteps for window in context_windows(count, options, t)]
+    assert len(expected) > 2 * 2 and seen == expected
+
+
+# Full-size SDXL ControlNet configs, as released: standard, and the "mid" and "small" variants.
+SDXL_CONTROLNET = dict(
+    block_out_channels=[320, 640, 1280], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    attention_head_dim=[5, 10, 20], cross_attention_dim=2048, use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    conditioning_embedding_out_channels=[16, 32, 96, 256], layers_per_block=2)
+LAYOUTS = {"standard": dict(transformer_layers_per_block=[1, 2, 10]),
+           "mid": dict(transformer_layers_per_block=[0, 0, 1]),
+           "small": dict(transformer_layers_per_block=[0, 0, 0], mid_block_type="UNetMidBlock2D")}
+
+
+def write_header(path, shapes: dict) -> None:
+    """A safetensors file with this header and no data: enough for anything that reads headers."""
+    offset, header = 0, {}
+    for name, shape in shapes.items():
+        size = 2 * int(np.prod(shape))
+        header[name] = {"dtype": "F16", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+
+
+def meta_controlnet(config):
+    from diffusers import ControlNetModel
+
+    with torch.device("meta"):
+        return ControlNetModel.from_config(config)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_full_size_layouts_are_recognised_from_headers(layout, tmp_path):
+    config = {**SDXL_CONTROLNET, **LAYOUTS[layout]}
+    shapes = {k: tuple(v.shape) for k, v in meta_controlnet(config).state_dict().items()}
+    file = tmp_path / f"controlnet_{layout}.safetensors"
+    write_header(file, shapes)
+    assert file.stat().st_size < 200_000  # a header, no weights
+    found, kind = describe(file)
+    assert layout_name(found) == layout and kind.endswith(f"SDXL {layout} layout")
+    # The config read from the header builds exactly the file's tensors.
+    rebuilt = {k: tuple(v.shape) for k, v in meta_controlnet(found).state_dict().items()}
+    assert rebuilt == shapes
+
+
+def test_sd15_controlnet_is_refused_by_name(tmp_path):
+    config = dict(block_out_channels=[320, 640, 1280, 1280], cross_attention_dim=768, attention_head_dim=8)
+    file = tmp_path / "control_sd15_canny.safetensors"
+    write_header(file, {k: tuple(v.shape) for k, v in meta_controlnet(config).state_dict().items()})
+    with pytest.raises(ModelFileError, match="SD 1.5") as error:
+        describe(file)
+    assert "control_sd15_canny.safetensors" in str(error.value)
+
+
+def test_controlnet_for_another_unet_is_refused_before_loading(tmp_path, fixtures_dir, pipe):
+    config = json.loads((fixtures_dir / "controlnet-tiny" / "config.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**config, "block_out_channels": [32, 64, 128]}))
+    with pytest.raises(ModelFileError, match="another base"):
+        load_controlnet(other, dtype="fp32", unet_config=pipe.unet.config)
+    (other / "config.json").write_text(json.dumps({**config, "conditioning_channels": 1}))
+    with pytest.raises(ModelFileError, match="1-channel control images"):
+        load_controlnet(other, dtype="fp32", unet_config=pipe.unet.config)
+
+
+def test_fp8_controlnet_runs(fixtures_dir, pipe, images, case):
+    net = load_controlnet(fixtures_dir / "controlnet-tiny", dtype="fp8", unet_config=pipe.unet.config)
+    assert any(p.dtype == torch.float8_e4m3fn for p in net.parameters())
+    from model.controlnet.apply import control_residuals
+
+    sample = torch.randn(2, 4, 2, 8, 8, dtype=torch.bfloat16)
+    out = control_residuals([Control(net, images)], sample, torch.tensor(500), torch.randn(2, 77, 64),
+                            torch.randn(2, 32), torch.ones(2, 6), frames=(0, 1))
+    assert len(out["down_residuals"]) == 9 and torch.isfinite(out["mid_residual"].float()).all()
+
+
+@pytest.mark.parametrize("flags, flag, message", [
+    (["--control-frames", "{frames}", "--control-start", "0.5", "--control-end", "0.5"], "--control-start", "below"),
+    (["--control-frames", "{few}"], "--control-frames", "holds 3 frames"),
+    (["--control-frames", "{empty}"], "--control-frames", "no images"),
+    (["--control-frames", "{broken}"], "--control-frames", "not a readable video"),
+    (["--control-strength", "nan", "--control-frames", "{frames}"], "--control-strength", "finite"),
+    ([], "--control-frames", "has no --control-frames"),
+])
+def test_bad_control_input_one_error_nothing_written(flags, flag, message, tmp_path, tiny_model_dir, fixtures_dir,
+                                                     case, capsys):
+    few = tmp_path / "few"
+    few.mkdir()
+    for name in sorted((fixtures_dir / case["control_frames"]).iterdir())[:3]:
+        shutil.copy(name, few / name.name)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    paths = dict(frames=fixtures_dir / case["control_frames"], few=few, empty=tmp_path / "empty",
+                 broken=tmp_path / "broken.mp4")
+    flags = [f.format(**paths) for f in flags]
+    out = tmp_path / "out.mp4"
+    code = run(cli_flags(case, tiny_model_dir, out, "--controlnet", str(fixtures_dir / "controlnet-tiny"), *flags))
+    error = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert flag in error and message in error and error.count("error:") == 1
+
+
+def test_control_flags_need_a_controlnet_first(tmp_path, tiny_model_dir, case, capsys):
+    with pytest.raises(SystemExit):
+        run(cli_flags(case, tiny_model_dir, tmp_path / "o.mp4", "--control-frames", "x"))
+    assert "must follow the --controlnet" in capsys.readouterr().err
+
+
+def test_python_control_checks(net, images):
+    for bad, message in [(dict(start=0.6, end=0.4), "start < end"), (dict(strength=float("inf")), "finite")]:
+        with pytest.raises(InputError, match=message):
+            Control(net, images, **bad).check(8, 64, 64)
+    with pytest.raises(InputError, match="4 control frames for a 8-frame video"):
+        Control(net, images[:4]).check(8, 64, 64)
+    Control(net, images[:1]).check(8, 64, 64)  # one image serves every frame
+    with pytest.raises(InputError, match="resize them"):
+        Control(net, images).check(8, 64, 96)
+    assert read_frames.__doc__ and issubclass(InputError, HotshotError)
