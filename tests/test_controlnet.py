@@ -92,10 +92,13 @@ def test_bare_safetensors_with_config_beside_or_given(tmp_path, fixtures_dir, pi
     beside.parent.mkdir()
     shutil.copy(weights, beside)
     shutil.copy(fixtures_dir / "controlnet-tiny" / "config.json", beside.parent / "config.json")
-    for net in (given, load_controlnet(beside, dtype="fp32")):
-        again = pipe(case["prompt"], case["negative_prompt"], controls=[control_of(case, net, images)],
-                     **settings_of(case))
-        assert torch.equal(again, frames)
+    again = pipe(case["prompt"], case["negative_prompt"], controls=[control_of(case, given, images)],
+                 **settings_of(case))
+    assert torch.equal(again, frames)
+    # With the config beside it: the same network and weights, so the same frames.
+    found = load_controlnet(beside, dtype="fp32")
+    assert dict(found.config) == dict(given.config)
+    assert all(torch.equal(a, b) for a, b in zip(found.state_dict().values(), given.state_dict().values()))
 
 
 def cli_flags(case, tiny_model_dir, out, *extra):
@@ -140,13 +143,13 @@ def test_each_window_gets_its_own_frames_control(pipe, net, monkeypatch):
         return forward(sample, timestep, *args, controlnet_cond=controlnet_cond, **kwargs)
 
     monkeypatch.setattr(net, "forward", recording)
-    pipe("a cat", "blurry", controls=[Control(net, images)], width=64, height=64, frames=count, steps=2,
+    pipe("a cat", "blurry", controls=[Control(net, images)], width=64, height=64, frames=count, steps=1,
          scheduler="euler", context=options)
     scheduler = make_scheduler("euler", pipe.scheduler_config)
-    scheduler.set_timesteps(2)
+    scheduler.set_timesteps(1)
     expected = [(float(t), window + window)  # the CFG pair: negative then positive, the same frames
                 for t in scheduler.timesteps for window in context_windows(count, options, t)]
-    assert len(expected) > 2 * 2 and seen == expected
+    assert len(expected) > 2 and seen == expected
 
 
 # Full-size SDXL ControlNet configs, as released: standard, and the "mid" and "small" variants.
