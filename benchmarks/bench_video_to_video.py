@@ -39,7 +39,8 @@ def synthetic_video(frames: int, height: int, width: int):
     y = torch.linspace(0, 1, height).view(1, -1, 1)
     x = torch.linspace(0, 1, width).view(1, 1, -1)
     t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1) / max(frames, 1)
-    channels = [(x + t) % 1, (y + 2 * t) % 1, (x * y + t) % 1]
+    base = torch.zeros(1, height, width)
+    channels = [(base + x + t) % 1, (base + y + 2 * t) % 1, (base + x * y + t) % 1]  # each (frames, h, w)
     return (torch.stack(channels, dim=-1) * 255).to(torch.uint8)  # (frames, height, width, 3)
 
 

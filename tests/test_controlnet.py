@@ -193,6 +193,61 @@ def test_full_size_layouts_are_recognised_from_headers(layout, tmp_path):
     # The config read from the header builds exactly the file's tensors.
     rebuilt = {k: tuple(v.shape) for k, v in meta_controlnet(found).state_dict().items()}
     assert rebuilt == shapes
+    # The same network in the original layout (control_model.*) is told apart too.
+    original = tmp_path / f"control_{layout}_original.safetensors"
+    write_header(original, {original_name(k): v for k, v in shapes.items()})
+    found_original, kind = describe(original)
+    assert kind == f"original-layout single file, SDXL {layout} layout"
+    assert {k: v for k, v in found_original.items()} == found
+
+
+RESNET_NAMES = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+                "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+
+
+def original_name(key: str, layers: int = 2) -> str:
+    """The original (ldm) ControlNet layout's name of a diffusers ControlNet tensor (SDXL's three blocks)."""
+    parts = key.split(".")
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+             "conv_in": "input_blocks.0.0", "controlnet_cond_embedding.conv_in": "input_hint_block.0",
+             "controlnet_cond_embedding.conv_out": "input_hint_block.14", "controlnet_mid_block": "middle_block_out.0"}
+    layer, leaf = ".".join(parts[:-1]), parts[-1]
+    if layer in fixed:
+        return f"control_model.{fixed[layer]}.{leaf}"
+    if parts[0] == "controlnet_cond_embedding":
+        return f"control_model.input_hint_block.{2 * (int(parts[2]) + 1)}.{leaf}"
+    if parts[0] == "controlnet_down_blocks":
+        return f"control_model.zero_convs.{parts[1]}.0.{leaf}"
+    if parts[0] == "down_blocks":
+        block, kind = int(parts[1]), parts[2]
+        if kind == "downsamplers":
+            return f"control_model.input_blocks.{1 + block * (layers + 1) + layers}.0.op.{leaf}"
+        index = 1 + block * (layers + 1) + int(parts[3])
+        rest = ".".join(parts[4:])
+        if kind == "resnets":
+            return f"control_model.input_blocks.{index}.0.{RESNET_NAMES.get(parts[4], parts[4])}.{leaf}"
+        return f"control_model.input_blocks.{index}.1.{rest}"
+    if parts[0] == "mid_block":
+        if parts[1] == "resnets":
+            return f"control_model.middle_block.{2 * int(parts[2])}.{RESNET_NAMES.get(parts[3], parts[3])}.{leaf}"
+        return f"control_model.middle_block.1.{'.'.join(parts[3:])}"
+    raise KeyError(key)
+
+
+def test_original_layout_single_file_loads_the_same_weights(tmp_path, fixtures_dir, net):
+    from safetensors.torch import save_file
+
+    folder = fixtures_dir / "controlnet-tiny"
+    state = load_file(folder / "diffusion_pytorch_model.safetensors")
+    original = {original_name(key): value for key, value in state.items()}
+    assert len(original) == len(state)
+    file = tmp_path / "control_tiny_original.safetensors"
+    save_file(original, file)
+    loaded = load_controlnet(file, config=folder / "config.json", dtype="fp32")
+    expected = net.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(value, expected[key]) for key, value in loaded.state_dict().items())
 
 
 def test_sd15_controlnet_is_refused_by_name(tmp_path):

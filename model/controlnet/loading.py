@@ -44,9 +44,16 @@ def _read_config(path: Path) -> dict:
 
 
 def _original_to_diffusers(state: dict, layers_per_block: int) -> dict:
-    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+    """diffusers names for an original-layout state dict (diffusers' converter, plus SDXL's size
+    embedding `label_emb`, which that converter leaves out)."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
 
-    return convert_controlnet_checkpoint(state, {"layers_per_block": layers_per_block})
+    converted = convert_controlnet_checkpoint(state, {"layers_per_block": layers_per_block})
+    original = {key[len(ORIGINAL_PREFIX):]: value for key, value in state.items() if key.startswith(ORIGINAL_PREFIX)}
+    for name, original_name in DIFFUSERS_TO_LDM_MAPPING["controlnet"]["addition_embed_type"].items():
+        if original_name in original:
+            converted[name] = original[original_name]
+    return {key: value for key, value in converted.items() if value is not None}  # the converter's .get() misses
 
 
 def _meta_state(shapes: dict) -> dict:
