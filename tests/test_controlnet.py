@@ -154,7 +154,8 @@ def test_each_window_gets_its_own_frames_control(pipe, net, monkeypatch):
 
 # Full-size SDXL ControlNet configs, as released: standard, and the "mid" and "small" variants.
 SDXL_CONTROLNET = dict(
-    block_out_channels=[320, 640, 1280], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    block_out_channels=[320, 640, 1280],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     attention_head_dim=[5, 10, 20], cross_attention_dim=2048, use_linear_projection=True,
     addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
     conditioning_embedding_out_channels=[16, 32, 96, 256], layers_per_block=2)
@@ -324,3 +325,14 @@ def test_python_control_checks(net, images):
     with pytest.raises(InputError, match="resize them"):
         Control(net, images).check(8, 64, 96)
     assert read_frames.__doc__ and issubclass(InputError, HotshotError)
+
+
+def test_controlnet_moves_with_model_offload(tiny_model_dir, fixtures_dir, images):
+    pipe = load_pipeline(tiny_model_dir, dtype="fp32", device="cpu", offload="model")
+    net = load_controlnet(fixtures_dir / "controlnet-tiny", dtype="fp32", unet_config=pipe.unet.config)
+    pipe.offloader.events = []
+    conditions = pipe.encode("a cat", "blurry")
+    from model.pipeline import Settings
+
+    pipe.sample(conditions, Settings(width=64, height=64, frames=2, steps=1), controls=[Control(net, images[:2])])
+    assert ("load", "controlnet0") in pipe.offloader.events and ("unload", "controlnet0") in pipe.offloader.events

@@ -47,7 +47,8 @@ class Control:
             raise InputError(f"{self.name} start", f"start and end must satisfy 0 <= start < end <= 1, got start "
                              f"{self.start}, end {self.end}")
         if self.frames.ndim != 4 or self.frames.shape[1] != 3:
-            raise InputError(f"{self.name} frames", f"expected (frames, 3, height, width), got {tuple(self.frames.shape)}")
+            raise InputError(f"{self.name} frames",
+                             f"expected (frames, 3, height, width), got {tuple(self.frames.shape)}")
         if not torch.isfinite(self.frames).all():
             raise InputError(f"{self.name} frames", "hold NaN or infinite values")
         count = self.frames.shape[0]
