@@ -336,3 +336,34 @@ def test_controlnet_moves_with_model_offload(tiny_model_dir, fixtures_dir, image
 
     pipe.sample(conditions, Settings(width=64, height=64, frames=2, steps=1), controls=[Control(net, images[:2])])
     assert ("load", "controlnet0") in pipe.offloader.events and ("unload", "controlnet0") in pipe.offloader.events
+
+
+def test_several_controlnets_add_up_and_respect_their_steps(net, images):
+    from model.controlnet.apply import control_residuals
+
+    inputs = (torch.randn(2, 4, 3, 8, 8), torch.tensor(500), torch.randn(2, 77, 64), torch.randn(2, 32),
+              torch.ones(2, 6))
+    both = control_residuals([Control(net, images, 0.3), Control(net, images, 0.5, end=0.5)], *inputs, frames=(1, 2, 5),
+                             step=(0, 4))
+    one = control_residuals([Control(net, images, 0.8)], *inputs, frames=(1, 2, 5), step=(0, 4))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(both["down_residuals"], one["down_residuals"]))
+    # At step 3 of 4 the second one has ended: only the first applies.
+    late = control_residuals([Control(net, images, 0.3), Control(net, images, 0.5, end=0.5)], *inputs,
+                             frames=(1, 2, 5), step=(3, 4))
+    alone = control_residuals([Control(net, images, 0.3)], *inputs, frames=(1, 2, 5), step=(3, 4))
+    assert torch.equal(late["mid_residual"], alone["mid_residual"])
+    assert control_residuals([Control(net, images, 0.5, start=0.5)], *inputs, step=(1, 4)) == {}
+
+
+def test_canny_preprocess_gives_edges(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[:, 32:] = 255  # one vertical edge
+    Image.fromarray(pixels).save(tmp_path / "step.png")
+    edges = control_frames(tmp_path / "step.png", 64, 64, 8, preprocess="canny")
+    assert edges.shape == (1, 3, 64, 64)  # one image serves every frame
+    columns = edges[0, 0].amax(dim=0)
+    assert set(columns.nonzero().flatten().tolist()) <= {31, 32} and columns.max() == 1
+    with pytest.raises(InputError, match="control preprocess"):
+        control_frames(tmp_path / "step.png", 64, 64, 8, preprocess="sobel")
