@@ -96,7 +96,7 @@ def denoise(predict: Predictor, scheduler, noise: torch.Tensor, steps: int, gene
     """Run `steps` scheduler steps from pure noise; returns the final latents (float32).
 
     With `init` latents (video-to-video), only the last steps run, from `init` noised to the step
-    `strength` selects (see init_latents.start_from).
+    `strength` selects (see video2video/strength.py).
     """
     scheduler.set_timesteps(steps, device=noise.device)
     if init is None:
