@@ -40,22 +40,23 @@ class _GroupSetting(argparse.Action):
 def add_controlnet_arguments(parser: argparse.ArgumentParser) -> None:
     from_frames = "ControlNets steer every frame; each --controlnet starts a group of the --control-* flags after it."
     group = parser.add_argument_group("controlnet", from_frames)
-    group.add_argument("--controlnet", action=_NewControlNet, dest="controlnets", default=[], metavar="PATH",
+    unset = argparse.SUPPRESS  # no "(default: None)" in --help; the group's defaults are in GROUP_FLAGS
+    group.add_argument("--controlnet", action=_NewControlNet, dest="controlnets", default=unset, metavar="PATH",
                        help="SDXL ControlNet: diffusers folder, .safetensors (config.json beside it, --control-config, "
                        "or a full-size SDXL layout), or an original-layout single file; repeatable")
-    group.add_argument("--control-frames", action=_GroupSetting, metavar="PATH",
+    group.add_argument("--control-frames", action=_GroupSetting, default=unset, metavar="PATH",
                        help="its control frames: a video (mp4, webm, gif, webp), a folder of images, or one image "
                        "for every frame; scaled to cover the video and centre-cropped")
-    group.add_argument("--control-strength", action=_GroupSetting, type=float, metavar="S",
+    group.add_argument("--control-strength", action=_GroupSetting, default=unset, type=float, metavar="S",
                        help="scale of its residuals (default 1.0)")
-    group.add_argument("--control-start", action=_GroupSetting, type=float, metavar="F",
+    group.add_argument("--control-start", action=_GroupSetting, default=unset, type=float, metavar="F",
                        help="fraction of the steps before it starts (default 0.0)")
-    group.add_argument("--control-end", action=_GroupSetting, type=float, metavar="F",
+    group.add_argument("--control-end", action=_GroupSetting, default=unset, type=float, metavar="F",
                        help="fraction of the steps after which it stops (default 1.0)")
-    group.add_argument("--control-preprocess", action=_GroupSetting, choices=["none", "canny"],
+    group.add_argument("--control-preprocess", action=_GroupSetting, default=unset, choices=["none", "canny"],
                        help="none: the frames are already edges/depth/...; canny: OpenCV canny edges of them "
                        "(default none)")
-    group.add_argument("--control-config", action=_GroupSetting, metavar="PATH",
+    group.add_argument("--control-config", action=_GroupSetting, default=unset, metavar="PATH",
                        help="config.json for a bare .safetensors ControlNet of a non-standard size")
 
 
