@@ -23,6 +23,7 @@ import torch
 
 from .choices import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS  # noqa: F401 (re-exported)
 from .errors import InputError
+from .sampling import call_predictor
 
 if TYPE_CHECKING:
     from .sampling import Predictor
@@ -174,11 +175,11 @@ def windowed_predictor(predict: Predictor, options: ContextOptions, share=None) 
     and adds every rank's into the blend in the same window order, so the blend is the same.
     """
 
-    def predict_in_windows(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        frames = latents.shape[2]
+    def predict_in_windows(latents: torch.Tensor, timestep: torch.Tensor, frames=None, step=None) -> torch.Tensor:
+        video_frames, frames = frames, latents.shape[2]  # `frames` given: the video's indices (see sampling.py)
         windows = context_windows(frames, options, timestep)
         if len(windows) == 1:
-            return predict(latents, timestep)
+            return call_predictor(predict, latents, timestep, video_frames, step)
         weights = blend_weights(frames, windows, options.weighting).to(latents.device)
         blended = torch.zeros_like(latents, dtype=torch.float32)  # (batch, channels, frames, h, w)
         mine = range(len(windows)) if share is None else share.windows_of_this_rank(len(windows))
@@ -186,7 +187,9 @@ def windowed_predictor(predict: Predictor, options: ContextOptions, share=None) 
         for number in mine:
             window, weight = windows[number], weights[number]
             index = torch.tensor(window, device=latents.device)
-            noise = predict(latents.index_select(2, index), timestep)  # (batch, channels, window, h, w)
+            window = window if video_frames is None else tuple(video_frames[i] for i in window)
+            # (batch, channels, window, h, w)
+            noise = call_predictor(predict, latents.index_select(2, index), timestep, window, step)
             contribution = noise.float() * weight[index].view(1, 1, -1, 1, 1)
             if share is None:
                 blended.index_add_(2, index, contribution)
@@ -196,6 +199,7 @@ def windowed_predictor(predict: Predictor, options: ContextOptions, share=None) 
             share.blend(blended, windows, contributions)
         return blended.to(latents.dtype)
 
+    predict_in_windows.takes_position = getattr(predict, "takes_position", False)
     return predict_in_windows
 
 

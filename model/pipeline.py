@@ -55,6 +55,7 @@ class Settings:
     context: ContextOptions | None = None  # windows over the frames; None: all frames in one pass
     noise: str = "independent"  # initial noise for long videos: see context.NOISE_TYPES
     vae_tiling: str = "auto"  # decode frames in tiles: auto, on, off
+    strength: float = 1.0  # video-to-video: how far from the init video (see video2video/)
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""
@@ -86,6 +87,9 @@ class Settings:
             raise InputError("noise", f"unknown noise {self.noise!r}; choose one of {', '.join(NOISE_TYPES)}")
         if self.vae_tiling not in VAE_TILING:
             raise InputError("vae_tiling", f"must be one of {', '.join(VAE_TILING)}, got {self.vae_tiling!r}")
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
+                or not 0 <= self.strength <= 1:
+            raise InputError("strength", f"must be a number from 0 to 1, got {self.strength!r}")
 
 
 def check_speed_options(offload: str = "none", compile: bool = False) -> None:
@@ -185,22 +189,35 @@ class HotshotXLPipeline:
         return Conditions(positive, negative, micro_conditioning(original_size, target_size))
 
     def sample(self, conditions: Conditions, settings: Settings, callback: StepCallback | None = None,
-               predictor=None) -> torch.Tensor:
+               predictor=None, controls=(), init: torch.Tensor | None = None) -> torch.Tensor:
         """Latents (1, 4, frames, h/8, w/8), float32, on the pipeline's device.
 
         `predictor` replaces the guided UNet; with context windows it is called window by window.
+        `controls`: ControlNets steering every frame (controlnet.Control); `init`: latents of an
+        input video (`encode_video`), noised to `settings.strength` and denoised (video-to-video).
         """
+        if controls:
+            from .controlnet.apply import check_controls
+
+            check_controls(controls, settings.frames, settings.height, settings.width)
+        nets = [control.net for control in controls]
+        if self.offloader is not None:
+            for index, net in enumerate(nets):
+                if net not in self.offloader._names:
+                    self.offloader.manage(net, f"controlnet{index}")
         noise, generator = initial_noise(settings.seed, settings.frames, settings.height, settings.width)
         context = context_for(settings.frames, settings.context, self.unet.config.temporal_max_frames)
         if settings.noise == "freenoise":
             window = context or ContextOptions()
             noise = freenoise(noise, window.length, window.overlap, generator)
         scheduler = make_scheduler(settings.scheduler, self.scheduler_config)
-        with self._running(self.unet):
-            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance)
+        with self._running(self.unet, *nets):
+            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance, controls)
             if context is not None:
                 predict = windowed_predictor(predict, context, self.distributed and self.distributed.windows)
-            return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback)
+            init = None if init is None else init.to(self.device)
+            return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback,
+                           init, settings.strength)
 
     def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool | str = False, callback=None):
         """Frames (frames, height, width, 3) in 0..1; `tiled`: True/False or "auto"/"on"/"off"."""
@@ -208,23 +225,50 @@ class HotshotXLPipeline:
         with self._running(self.vae):
             return decode(self.vae, latents, frames_per_chunk, tiled, callback)
 
+    def encode_video(self, frames: torch.Tensor, frames_per_chunk: int = 4, tiled: bool | str = "auto",
+                     count: int | None = None):
+        """Frames (frames, height, width, 3), uint8 or float 0..1 -> latents (1, 4, frames, h/8, w/8),
+        float32; one image is the start of each of `count` frames (image-to-video)."""
+        from .video2video.encode import encode_frames
+
+        with self._running(self.vae):
+            latents = encode_frames(self.vae, frames, frames_per_chunk, tiled)
+        if count is not None and latents.shape[2] == 1:
+            latents = latents.expand(-1, -1, count, -1, -1)
+        return latents
+
     def __call__(self, prompt: str, negative_prompt: str | None = "blurry", callback: StepCallback | None = None,
-                 progress: bool = False, **settings) -> torch.Tensor:
+                 controls=(), init_frames: torch.Tensor | None = None, progress: bool = False,
+                 **settings) -> torch.Tensor:
         """Frames (frames, height, width, 3), float in 0..1, on the CPU.
 
-        `settings` are Settings' fields. `progress=True` shows bars on stderr for sampling and
-        decoding; `callback(step, steps, latents)` is called after each step (and may raise to stop).
+        `settings` are Settings' fields. `controls`: ControlNets (controlnet.Control); `init_frames`:
+        an input video (frames, height, width, 3) at the video's size for video-to-video (`settings`
+        strength), see video2video/. `progress=True` shows bars on stderr for sampling and decoding;
+        `callback(step, steps, latents)` is called after each step (and may raise to stop).
         """
         settings = Settings(**settings)
         settings.check()
+        init = None
+        if controls:
+            from .controlnet.apply import check_controls
+
+            check_controls(controls, settings.frames, settings.height, settings.width)
+        if init_frames is not None:
+            from .video2video.encode import check_init_frames
+
+            check_init_frames(init_frames, settings.frames, settings.height, settings.width)
         conditions = self.encode(prompt, negative_prompt, settings.original_size, settings.target_size)
+        if init_frames is not None:
+            init = self.encode_video(init_frames, settings.decode_chunk, settings.vae_tiling, settings.frames)
         with bar(progress, settings.steps, "sampling", "step") as advance:
             def step(index, total, latents):
                 advance()
                 if callback is not None:
                     callback(index, total, latents)
 
-            latents = self.sample(conditions, settings, step if progress or callback else None)
+            latents = self.sample(conditions, settings, step if progress or callback else None,
+                                  controls=controls, init=init)
         with bar(progress, settings.frames, "decoding", "frame") as advance:
             return self.decode(latents, settings.decode_chunk, settings.vae_tiling,
                                lambda done, total: advance(done))

@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from .choices import (ASPECT_BUCKETS, CONTEXT_DEFAULTS, DEFAULT_SCHEDULER, DTYPES, MAX_LENGTH, NOISE_TYPES, OFFLOAD_MODES,
                       PREDICTION_TYPES, SCHEDULER_NAMES, SCHEDULES, SEED_MAX, TIMESTEP_SPACINGS, TINY_RANDOM,
                       TINY_RANDOM_DEFAULTS, VAE_TILING, WEIGHTINGS)
+from .controlnet.cli import add_controlnet_arguments, check_controlnet_args, controls_from_args
 from .distributed.cli import add_distributed_arguments, plan_session
 from .errors import HotshotError, InputError
 from .lora.cli import add_lora_arguments, loras_from_args, read_chosen
+from .video2video.cli import add_video2video_arguments, init_from_args
 from .video_formats import DEFAULT_FPS, VIDEO_FORMATS
 
 # How the user started us: the console script of the installed package, or the module in a checkout.
@@ -166,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "WebP in ms)")
     out.add_argument("--loop", type=int, default=0, help="gif/webp loop count, 0 = forever")
     out.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_controlnet_arguments(parser)
+    add_video2video_arguments(parser)
     add_distributed_arguments(parser)
     return parser
 
@@ -259,6 +263,8 @@ def run(argv=None) -> int:
         with _errors_named_by_flag(FLAG_OF):
             check_sources(args.model, args.temporal_layers, args.sdxl, args.tokenizer, args.configs)
         settings = _settings(args)
+        settings, init_frames = init_from_args(args, argv, settings)
+        control_groups = check_controlnet_args(args, settings.width, settings.height, settings.frames)
         with _errors_named_by_flag(FLAG_OF):
             check_speed_options(args.offload, args.compile)
             resolve_device(args.device)  # refuses a device this machine lacks
@@ -304,8 +310,11 @@ def run(argv=None) -> int:
                 print(f"{label} is {tokens} tokens: encoded in {chunks} chunks of 75 (CLIP reads 75 at a time)",
                       file=sys.stderr)
         conditions = pipe.encode(args.prompt, negative, settings.original_size, settings.target_size)
+        controls = controls_from_args(control_groups, pipe)
+        init = None if init_frames is None else pipe.encode_video(init_frames, settings.decode_chunk,
+                                                                   settings.vae_tiling, settings.frames)
         with bar(True, settings.steps, "sampling", "step") as advance:
-            latents = pipe.sample(conditions, settings, callback=lambda *_: advance())
+            latents = pipe.sample(conditions, settings, callback=lambda *_: advance(), controls=controls, init=init)
         with bar(True, settings.frames, "decoding", "frame") as advance:
             frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling,
                                  callback=lambda done, total: advance(done))

@@ -32,6 +32,7 @@ class Conditions:
     positive: Conditioning
     negative: Conditioning
     time_ids: torch.Tensor  # (1, 6)
+    controls: tuple = ()  # ControlNets applied to these prompts (controlnet.Control), for the nodes
 
     def batch(self, device, dtype, cfg: bool):
         """(context, pooled, time_ids) for one UNet call; with CFG, negative first then positive."""
@@ -43,24 +44,44 @@ class Conditions:
 
 
 # A noise predictor: (latents (1, 4, frames, h, w) scaled for the model, timestep) -> noise.
+# One that sets `takes_position = True` is also given, as keywords, `frames` (the video's frame
+# indices along the latents' frame axis; None: all, in order) and `step` ((index, count) of the
+# step); see call_predictor. Plain two-argument predictors keep working.
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def guided_predictor(unet, conditions: Conditions, guidance: float) -> Predictor:
-    """Classifier-free guidance (as the original: on when guidance > 1), both halves in one batch."""
+def call_predictor(predict: Predictor, latents: torch.Tensor, timestep, frames=None, step=None) -> torch.Tensor:
+    """`predict(latents, timestep)`, with `frames` and `step` for predictors that take them."""
+    if getattr(predict, "takes_position", False):
+        return predict(latents, timestep, frames=frames, step=step)
+    return predict(latents, timestep)
+
+
+def guided_predictor(unet, conditions: Conditions, guidance: float, controls=()) -> Predictor:
+    """Classifier-free guidance (as the original: on when guidance > 1), both halves in one batch.
+
+    `controls`: ControlNets (controlnet.Control) whose residuals go into both halves of every UNet
+    call, each with the control frames of the call's own frames.
+    """
     cfg = guidance > 1.0
     context, pooled, time_ids = conditions.batch(unet.device, unet.dtype, cfg)
 
-    def predict(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def predict(latents: torch.Tensor, timestep: torch.Tensor, frames=None, step=None) -> torch.Tensor:
         model_input = latents.to(unet.device, unet.dtype)
         if cfg:
             model_input = torch.cat([model_input, model_input])
-        noise = unet(model_input, timestep, context, pooled, time_ids).float()
+        residuals = {}
+        if controls:
+            from .controlnet.apply import control_residuals
+
+            residuals = control_residuals(controls, model_input, timestep, context, pooled, time_ids, frames, step)
+        noise = unet(model_input, timestep, context, pooled, time_ids, **residuals).float()
         if cfg:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance * (cond - uncond)
         return noise.to(latents.device)
 
+    predict.takes_position = True
     return predict
 
 
@@ -70,16 +91,26 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 @torch.no_grad()
 def denoise(predict: Predictor, scheduler, noise: torch.Tensor, steps: int, generator: torch.Generator,
-            callback: StepCallback | None = None) -> torch.Tensor:
-    """Run `steps` scheduler steps from pure noise; returns the final latents (float32)."""
+            callback: StepCallback | None = None, init: torch.Tensor | None = None,
+            strength: float = 1.0) -> torch.Tensor:
+    """Run `steps` scheduler steps from pure noise; returns the final latents (float32).
+
+    With `init` latents (video-to-video), only the last steps run, from `init` noised to the step
+    `strength` selects (see video2video/strength.py).
+    """
     scheduler.set_timesteps(steps, device=noise.device)
-    latents = noise.float() * scheduler.init_noise_sigma
-    timesteps = scheduler.timesteps
+    if init is None:
+        latents = noise.float() * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+    else:
+        from .video2video.strength import start_from
+
+        latents, timesteps = start_from(scheduler, init, noise, steps, strength)
     # Deterministic schedulers (UniPC, ...) take no generator; stochastic ones draw from ours.
     extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for index, timestep in enumerate(timesteps):
         model_input = scheduler.scale_model_input(latents, timestep)
-        noise_pred = predict(model_input, timestep)
+        noise_pred = call_predictor(predict, model_input, timestep, step=(index, len(timesteps)))
         latents = scheduler.step(noise_pred, timestep, latents, return_dict=False, **extra)[0]
         if callback is not None:
             callback(index, len(timesteps), latents)

@@ -99,7 +99,12 @@ class HotshotXLUNet(nn.Module):
 
     @_differentiable_in_train_mode
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None) -> torch.Tensor:
+                text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None,
+                down_residuals: list[torch.Tensor] | None = None,
+                mid_residual: torch.Tensor | None = None) -> torch.Tensor:
+        """`down_residuals` (one per skip, conv_in's first) and `mid_residual`: a ControlNet's
+        additions to the skips and to the mid block's output, each (batch*frames, c, h, w) in the
+        folded layout below (see controlnet/apply.py)."""
         if sample.ndim != 5:
             raise InputError("sample", f"expected (batch, channels, frames, height, width), got {tuple(sample.shape)}")
         batch, _, frames, height, width = sample.shape
@@ -121,8 +126,13 @@ class HotshotXLUNet(nn.Module):
         for block in self.down_blocks:
             x, block_skips = block(x, temb, context, frames, temporal)
             skips.extend(block_skips)
+        if down_residuals is not None:
+            # The mid block must see the last skip as it was (it is x itself): add beside it there.
+            skips = [s + r.to(dtype) if s is x else s.add_(r.to(dtype)) for s, r in zip(skips, down_residuals)]
 
         x = self.mid_block(x, temb, context, frames)
+        if mid_residual is not None:
+            x = x.add_(mid_residual.to(dtype))
 
         for block in self.up_blocks:
             block_skips = skips[-len(block.resnets):]  # the block pops (and so frees) them as it goes

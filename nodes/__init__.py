@@ -5,6 +5,7 @@ is the host) and nothing else: no weights, no threads, no torch/diffusers import
 """
 
 from . import host
+from .controlnet import HotshotXLApplyControlNet, HotshotXLControlNetLoader, HotshotXLEncode
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
 from .lora import HotshotXLLoRA
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
@@ -22,6 +23,9 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLSaveVideo": HotshotXLSaveVideo,
     "HotshotXLContextOptions": HotshotXLContextOptions,
     "HotshotXLLoRA": HotshotXLLoRA,
+    "HotshotXLControlNetLoader": HotshotXLControlNetLoader,
+    "HotshotXLApplyControlNet": HotshotXLApplyControlNet,
+    "HotshotXLEncode": HotshotXLEncode,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -34,4 +38,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLSaveVideo": "Hotshot-XL Save Video",
     "HotshotXLContextOptions": "Hotshot-XL Context Options",
     "HotshotXLLoRA": "Hotshot-XL LoRA",
+    "HotshotXLControlNetLoader": "Hotshot-XL ControlNet Loader",
+    "HotshotXLApplyControlNet": "Hotshot-XL Apply ControlNet",
+    "HotshotXLEncode": "Hotshot-XL Encode (video to latent)",
 }

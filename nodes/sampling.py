@@ -32,7 +32,7 @@ CONTEXT_WEIGHTINGS = ["pyramid", "flat"]
 NOISE_TYPES = ["independent", "freenoise"]
 
 # Settings fields -> the sampler inputs that set them, for error messages in the node's terms.
-_INPUT_OF = {"guidance": "cfg", "context": "context_options"}
+_INPUT_OF = {"guidance": "cfg", "context": "context_options", "strength": "denoise"}
 
 MAX_SIZE = 4096
 MAX_FRAMES = 4096
@@ -169,6 +169,13 @@ class HotshotXLSampler:
                                                    "along the video, for long videos that stay more consistent."}),
                 "custom_scheduler": (SCHEDULER, {"tooltip": "Optional: a scheduler with options, from Hotshot-XL "
                                                             "Scheduler. Replaces the scheduler chosen above."}),
+                "latent": ("LATENT", {"tooltip": "Optional: video-to-video, start from these latents (Hotshot-XL "
+                                                 "Encode or VAE Encode) instead of noise; their frame count and size "
+                                                 "replace frames, width and height (one frame: image-to-video, "
+                                                 "repeated for `frames` frames)."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "With a latent: how much of it is redrawn, as KSampler's denoise "
+                                                 "(about denoise x steps steps run). 1 without a latent."}),
             },
         }
 
@@ -182,7 +189,7 @@ class HotshotXLSampler:
                    "chosen scheduler, with progress, Cancel between steps, and a preview of the middle frame.")
 
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
-               noise="independent", custom_scheduler=None):
+               noise="independent", custom_scheduler=None, latent=None, denoise=1.0):
         from ..model.context import ContextOptions
         from ..model.pipeline import Settings
         from ..model.sampling import Conditions
@@ -198,8 +205,16 @@ class HotshotXLSampler:
                 raise InputError("custom_scheduler", f"expected a Hotshot-XL scheduler, got "
                                  f"{type(custom_scheduler).__name__}")
             scheduler = custom_scheduler
+        init = None
+        if latent is not None:  # video-to-video: the latent's frames and size
+            init = from_comfy_latent(latent, model.latent_scale, "latent")
+            frames = frames if init.shape[2] == 1 else init.shape[2]
+            height, width = init.shape[3] * 8, init.shape[4] * 8
+            init = init.expand(-1, -1, frames, -1, -1)
+        elif denoise != 1.0:
+            raise InputError("denoise", f"is {denoise}: below 1 it needs a latent to start from (connect latent)")
         settings = Settings(width=width, height=height, frames=frames, steps=steps, guidance=cfg, seed=seed,
-                            scheduler=scheduler, context=context_options, noise=noise)
+                            scheduler=scheduler, context=context_options, noise=noise, strength=denoise)
         try:
             settings.check()
         except InputError as error:
@@ -211,10 +226,13 @@ class HotshotXLSampler:
             raise InputError("conditioning", f"was encoded by a different model (text states of width "
                              f"{conditioning.positive.context.shape[-1]}, this UNet takes {width_needed})")
 
-        host.load(model.unet, memory_required=_activation_bytes(settings, model.unet))
+        from .controlnet import prepare_controls
+
+        controls, handles = prepare_controls(conditioning, width, height, frames)
+        host.load(model.unet, *handles, memory_required=_activation_bytes(settings, model.unet))
         callback = host.sampling_callback(model.unet, steps)
         with applied(model, "unet"):  # the model's LoRAs at strength_model, removed afterwards
-            latents = model.pipeline.sample(conditioning, settings, callback)
+            latents = model.pipeline.sample(conditioning, settings, callback, controls=controls, init=init)
         return (to_comfy_latent(latents, model.latent_scale),)
 
 

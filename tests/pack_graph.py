@@ -17,6 +17,56 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 EDITOR_KEYS = {"last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"}
 
 
+EXAMPLE_INPUTS = WORKFLOWS / "inputs"  # the example inputs the shipped workflows load (ComfyUI's input/ folder)
+
+
+class LoadImageStandIn:
+    """ComfyUI's core Load Image, as the tests run it without ComfyUI: every frame of an image
+    (an animated GIF is a batch), float 0..1, from workflows/inputs/ or an absolute path."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = sorted(p.name for p in EXAMPLE_INPUTS.iterdir()) if EXAMPLE_INPUTS.is_dir() else []
+        return {"required": {"image": (files, {"image_upload": True})}}
+
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load_image"
+
+    def load_image(self, image):
+        import numpy as np
+        import torch
+        from PIL import Image, ImageSequence
+
+        path = Path(image) if Path(image).is_absolute() else EXAMPLE_INPUTS / image
+        with Image.open(path) as file:
+            frames = [np.array(frame.convert("RGB"), dtype=np.float32) / 255 for frame in ImageSequence.Iterator(file)]
+        return torch.from_numpy(np.stack(frames)), torch.zeros(len(frames), 64, 64)
+
+
+class CannyStandIn:
+    """ComfyUI's core Canny (comfy_extras/nodes_canny.py): kornia's canny, edges as an IMAGE."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        threshold = {"min": 0.01, "max": 0.99, "step": 0.01}
+        return {"required": {"image": ("IMAGE",), "low_threshold": ("FLOAT", {"default": 0.4, **threshold}),
+                             "high_threshold": ("FLOAT", {"default": 0.8, **threshold})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "detect_edge"
+
+    def detect_edge(self, image, low_threshold, high_threshold):
+        from kornia.filters import canny
+
+        edges = canny(image.movedim(-1, 1), low_threshold, high_threshold)[1]
+        return (edges.repeat(1, 3, 1, 1).movedim(1, -1),)
+
+
+# Core ComfyUI nodes the shipped workflows use, and their titles.
+CORE_NODES = {"LoadImage": LoadImageStandIn, "Canny": CannyStandIn}
+CORE_TITLES = {"LoadImage": "Load Image", "Canny": "Canny"}
+
+
 def input_specs(cls) -> list[tuple[str, object, dict, bool]]:
     """(name, type or option list, options, required) of a V1 node's inputs, in declaration order."""
     declared = cls.INPUT_TYPES()
@@ -80,7 +130,7 @@ def editor_to_api(workflow: dict, classes: dict) -> dict:
         values = list(node.get("widgets_values") or [])
         linked = {entry["name"]: entry.get("link") for entry in node.get("inputs", [])}
         inputs = {}
-        for name, kind, options, _ in input_specs(cls):
+        for name, kind, options, required in input_specs(cls):
             if linked.get(name) is not None:
                 link = links[linked[name]]
                 inputs[name] = [str(link[1]), link[2]]
@@ -89,6 +139,8 @@ def editor_to_api(workflow: dict, classes: dict) -> dict:
                     if options.get("control_after_generate"):
                         values.pop(0)
             elif is_widget(kind):
+                if not values and not required:  # an optional widget newer than the file: its default
+                    continue
                 if not values:
                     raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name}")
                 inputs[name] = values.pop(0)

@@ -107,10 +107,12 @@ TINY_FOLDER = FIXTURES / "hotshot-xl-tiny"
 TEMPORAL = FIXTURES / "hsxl_temporal_layers_tiny.safetensors"
 SINGLE_FILE = FIXTURES / "sdxl-tiny-single-file.safetensors"
 LORA = FIXTURES / "lora_tiny_kohya.safetensors"
+CONTROLNET = FIXTURES / "controlnet-tiny"
 HOST_MODELS.update({"diffusers": [TINY_FOLDER], "checkpoints": [SINGLE_FILE],
-                    "animatediff_models": [TEMPORAL, SINGLE_FILE], "loras": [LORA]})
+                    "animatediff_models": [TEMPORAL, SINGLE_FILE], "loras": [LORA], "controlnet": [CONTROLNET]})
 TINY_NAMES = {"Hotshot-XL": TINY_FOLDER.name, "sd_xl_base_1.0.safetensors": SINGLE_FILE.name,
-              "hsxl_temporal_layers.safetensors": TEMPORAL.name, "sdxl_lora.safetensors": LORA.name}
+              "hsxl_temporal_layers.safetensors": TEMPORAL.name, "sdxl_lora.safetensors": LORA.name,
+              "controlnet-canny-sdxl-1.0": CONTROLNET.name}
 WITH_PREVIEWS = {"preview_method": "auto"}  # as the editor asks: Latent2RGB previews of each step
 
 
@@ -179,8 +181,17 @@ def test_object_info_lists_each_node_with_its_inputs(object_info, pack):
     assert inputs["HotshotXLSampler"]["required"]["seed"][1]["control_after_generate"] is True
 
 
+@pytest.fixture(scope="module")
+def example_inputs(comfy):
+    """The shipped workflows' example inputs in ComfyUI's input/ folder, where the README puts them."""
+    import shutil
+
+    for file in (REPO_ROOT / "workflows" / "inputs").iterdir():
+        shutil.copy(file, comfy.models_dir.parent / "input" / file.name)
+
+
 @pytest.mark.parametrize("name", [path.name for path in api_files()])
-def test_shipped_workflow_runs_in_comfyui(comfy, name):
+def test_shipped_workflow_runs_in_comfyui(comfy, example_inputs, name):
     prompt = shrink(load_json(API_WORKFLOWS / name), configs=TINY_FOLDER.name, names=TINY_NAMES)
     (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
     started = time.monotonic()
@@ -191,7 +202,9 @@ def test_shipped_workflow_runs_in_comfyui(comfy, name):
     file = saved_file(comfy, entry, save_id)
     assert file.suffix == ".mp4" and file.parent.is_relative_to(comfy.output_dir)
     frames, fps = read_video(file)
-    assert frames.shape == (TINY["frames"], TINY["height"], TINY["width"], 3)
+    # Video to video: the example input's 8 frames at 672x384, not the sampler's size.
+    expected = (8, 384, 672) if nodes_of(prompt, "HotshotXLEncode") else (TINY["frames"], TINY["height"], TINY["width"])
+    assert frames.shape == (*expected, 3)
     assert fps == Fraction(8) and frames.float().std() > 2  # not blank
     assert not list(comfy.output_dir.rglob("*.part"))
 
