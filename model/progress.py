@@ -27,3 +27,4 @@ def bar(enabled: bool, total: int | None, desc: str, unit: str):
             shown.update(by if done is None else done - shown.n)
 
         yield advance
+        shown.refresh()  # the final count, even when the last update came sooner than tqdm redraws

@@ -160,14 +160,34 @@ def test_a_motion_lora_file_reproduces_what_was_trained(tiny_model_dir, clips, t
 
     # The trained model (UNet + adapter hooks) equals the base UNet with W + (alpha/rank) B A.
     trainer.unet.eval()
-    inputs = (torch.randn(1, 4, 8, 4, 4), torch.tensor([500]), torch.randn(1, 77, 64), torch.randn(1, 32),
+    generator = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 4, 8, 4, 4, generator=generator), torch.tensor([500]),
+              torch.randn(1, 77, 64, generator=generator), torch.randn(1, 32, generator=generator),
               torch.tensor([[32.0, 32, 0, 0, 32, 32]]))
+    # Hooks add B A x beside W x; a merge computes (W + B A) x: equal up to float32 rounding.
     with_hooks = trainer.unet(*inputs)
     base = load_unet(tiny_model_dir, dtype="fp32")
     merged = merged_weights(base.state_dict(), lora)
     assert len(merged) == len(lora) // 3
     base.load_state_dict(merged, strict=False)
-    assert (base(*inputs) - with_hooks).abs().max() < 1e-5
+    assert (base(*inputs) - with_hooks).abs().max() < 5e-5
+
+    # The LoRA loader behind `--lora` and the LoRA node reads the file to the same trained model ...
+    from model.pipeline import load_pipeline
+    from model.sample import run
+
+    pipe = load_pipeline(tiny_model_dir, dtype="fp32", device="cpu")
+    report = pipe.load_lora(out, 1.0)
+    assert f"{len(lora)} of {len(lora)} tensors matched" in report.lines()[0]  # every tensor the trainer wrote
+    assert (pipe.unet(*inputs) - with_hooks).abs().max() < 5e-5
+    pipe.unload_loras()
+    assert torch.equal(pipe.unet(*inputs), base_output := load_unet(tiny_model_dir, dtype="fp32")(*inputs))
+    assert not torch.equal(base_output, with_hooks)
+    # ... and the sample CLI takes it with --lora.
+    video = tmp_path / "with_motion_lora.mp4"
+    assert run(["--model", str(tiny_model_dir), "--lora", str(out), "--width", "64", "--height", "64", "--steps", "1",
+                "--dtype", "fp32", "--device", "cpu", "--out", str(video)]) == 0
+    assert video.is_file()
 
 
 def test_killed_and_resumed_ends_bit_identical_and_loads_in_the_sample_cli(tiny_model_dir, fixtures_dir, clips,
