@@ -20,6 +20,7 @@ from model.pipeline import load_pipeline
 from model.sample import run
 from model.schedulers import make_scheduler
 from model.video import read_video
+from tests.goldens import settings_of
 
 TOLERANCE = 2e-3
 
@@ -43,13 +44,6 @@ def pipe(tiny_model_dir):
 @pytest.fixture(scope="module")
 def net(fixtures_dir, pipe):
     return load_controlnet(fixtures_dir / "controlnet-tiny", dtype="fp32", device="cpu", unet_config=pipe.unet.config)
-
-
-def settings_of(case, **changes) -> dict:
-    settings = dict(width=case["width"], height=case["height"], steps=case["steps"], frames=case["video_length"],
-                    seed=case["seed"], guidance=case["guidance_scale"], original_size=tuple(case["og"]),
-                    target_size=tuple(case["target"]), scheduler=case["scheduler"])
-    return {**settings, **changes}
 
 
 def control_of(case, net, images) -> Control:

@@ -18,6 +18,7 @@ from model.lora.formats import MOTION_FORMAT, LayerLoRA, LoRAFile, read_lora
 from model.pipeline import load_pipeline
 from model.sample import run
 from model.video import read_video
+from tests.goldens import settings_of
 
 TOLERANCE = 2e-3
 GOLDEN = "lora_euler_a_8f"
@@ -25,12 +26,6 @@ GOLDEN = "lora_euler_a_8f"
 
 def lora_case(fixtures_dir):
     return next(c for c in json.loads((fixtures_dir / "cond_golden.json").read_text()) if c["name"] == GOLDEN)
-
-
-def settings_of(case) -> dict:
-    return dict(width=case["width"], height=case["height"], steps=case["steps"], frames=case["video_length"],
-                seed=case["seed"], guidance=case["guidance_scale"], original_size=tuple(case["og"]),
-                target_size=tuple(case["target"]), scheduler=case["scheduler"])
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from model.controlnet.loading import load_controlnet
 from model.pipeline import load_pipeline
 from model.sample import run
 from model.video import read_video
+from tests.goldens import settings_of
 
 GOLDEN = "controlnet_lora_euler_a_8f_end"
 TOLERANCE = 2e-3
@@ -27,12 +28,6 @@ def case(fixtures_dir):
 @pytest.fixture(scope="module")
 def golden(fixtures_dir):
     return load_file(fixtures_dir / "cond_golden.safetensors")[GOLDEN]
-
-
-def settings_of(case) -> dict:
-    return dict(width=case["width"], height=case["height"], steps=case["steps"], frames=case["video_length"],
-                seed=case["seed"], guidance=case["guidance_scale"], original_size=tuple(case["og"]),
-                target_size=tuple(case["target"]), scheduler=case["scheduler"])
 
 
 def test_python_api_reproduces_the_lora_controlnet_golden(tiny_model_dir, fixtures_dir, case, golden):

@@ -10,18 +10,13 @@ from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
 from model.schedulers import SCHEDULERS, SchedulerOptions, make_scheduler
 from model.text import CHUNK_TOKENS
+from tests.goldens import settings_of
 
 TOLERANCE = 2e-3
 
 
 def golden_cases(fixtures_dir):
     return json.loads((fixtures_dir / "pipeline_golden.json").read_text())
-
-
-def settings_of(case) -> dict:
-    return dict(width=case["width"], height=case["height"], steps=case["steps"], frames=case["video_length"],
-                seed=case["seed"], guidance=case["guidance_scale"], original_size=tuple(case["og"]),
-                target_size=tuple(case["target"]), scheduler=case["scheduler"])
 
 
 @pytest.fixture(scope="module")
