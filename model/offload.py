@@ -83,7 +83,10 @@ class Offloader:
                 _place(owner, key, home.to(self.device, copy=True) if arrive else home)
 
     def manage(self, module: nn.Module, name: str) -> None:
-        """Model offload: `module` rests on the offload device and is moved whole by `running`."""
+        """Model offload: `module` rests on the offload device and is moved whole by `running`
+        (managing a module twice keeps its first name)."""
+        if module in self._names:
+            return
         self._rest(module)
         self._names[module] = name
 

@@ -202,9 +202,8 @@ class HotshotXLPipeline:
             check_controls(controls, settings.frames, settings.height, settings.width)
         nets = [control.net for control in controls]
         if self.offloader is not None:
-            for index, net in enumerate(nets):
-                if net not in self.offloader._names:
-                    self.offloader.manage(net, f"controlnet{index}")
+            for index, net in enumerate(nets):  # ControlNets arrive with each call: offload them like the UNet
+                self.offloader.manage(net, f"controlnet{index}")
         noise, generator = initial_noise(settings.seed, settings.frames, settings.height, settings.width)
         context = context_for(settings.frames, settings.context, self.unet.config.temporal_max_frames)
         if settings.noise == "freenoise":
