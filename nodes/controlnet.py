@@ -19,7 +19,7 @@ CONTROLNET_FOLDERS = ("controlnet",)  # ComfyUI's models/controlnet
 def _controlnet_folders() -> list[str]:
     """Diffusers ControlNet folders (config.json with weights) under the controlnet model folders."""
     names = set()
-    for base in host._bases(CONTROLNET_FOLDERS[0]):
+    for base in host.model_bases(CONTROLNET_FOLDERS[0]):
         if not base.is_dir():
             continue
         for root, dirs, files in os.walk(base, followlinks=True):
@@ -72,7 +72,7 @@ class HotshotXLControlNetLoader:
         from ..model.controlnet.loading import load_controlnet
         from ..model.fp8 import Float8Weight
 
-        candidates = [base / controlnet_name for base in host._bases(CONTROLNET_FOLDERS[0])]
+        candidates = [base / controlnet_name for base in host.model_bases(CONTROLNET_FOLDERS[0])]
         path = Path(controlnet_name).expanduser()
         if not path.is_absolute():
             path = next((p for p in candidates if p.exists()), None)

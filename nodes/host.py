@@ -60,7 +60,9 @@ def register_model_folders() -> None:
 
 # ------------------------------------------------------------------------------------ model names
 
-def _bases(folder: str) -> list[Path]:
+def model_bases(folder: str) -> list[Path]:
+    """The folders that ComfyUI's model folder `folder` (e.g. "controlnet") stands for, or, outside
+    ComfyUI, `$HOTSHOT_XL_MODELS/<folder>`."""
     host = folder_paths()
     if host is not None:
         if folder not in host.folder_names_and_paths:
@@ -82,7 +84,7 @@ def list_model_folders(folders=MODEL_FOLDERS) -> list[str]:
     """Names (relative to their models folder) of diffusers-layout model folders found in `folders`."""
     names = set()
     for folder in folders:
-        for base in _bases(folder):
+        for base in model_bases(folder):
             if not base.is_dir():
                 continue
             for root, dirs, _ in os.walk(base, followlinks=True):
@@ -103,7 +105,7 @@ def list_weight_files(folders) -> list[str]:
     (weights that sit next to a config.json, as unet/diffusion_pytorch_model.safetensors does)."""
     names = set()
     for folder in folders:
-        for base in _bases(folder):
+        for base in model_bases(folder):
             if not base.is_dir():
                 continue
             for root, dirs, files in os.walk(base, followlinks=True):
@@ -125,7 +127,7 @@ def resolve(name: str, folders, input_name: str, want_folder: bool) -> Path:
     if candidate.is_absolute():
         paths = [candidate]
     else:
-        paths = [base / name for folder in folders for base in _bases(folder)]
+        paths = [base / name for folder in folders for base in model_bases(folder)]
     for path in paths:
         if (path.is_dir() if want_folder else path.is_file()):
             return path
