@@ -7,3 +7,22 @@ def settings_of(case: dict, **changes) -> dict:
                     seed=case["seed"], guidance=case["guidance_scale"], original_size=tuple(case["og"]),
                     target_size=tuple(case["target"]), scheduler=case["scheduler"])
     return {**settings, **changes}
+
+
+def cli_flags_of(case: dict, model_dir, out, *extra) -> list[str]:
+    """The same call as `python -m model.sample` flags (fp32 on the CPU, as the goldens were made)."""
+    return ["--model", str(model_dir), "--prompt", case["prompt"], "--negative-prompt", case["negative_prompt"],
+            "--width", str(case["width"]), "--height", str(case["height"]), "--frames", str(case["video_length"]),
+            "--steps", str(case["steps"]), "--seed", str(case["seed"]), "--guidance", str(case["guidance_scale"]),
+            "--scheduler", case["scheduler"], "--original-size", *map(str, case["og"]),
+            "--target-size", *map(str, case["target"]), "--dtype", "fp32", "--device", "cpu", "--out", str(out),
+            *extra]
+
+
+def png_frames(folder):
+    """The PNG frames the CLI wrote into `folder`, as (frames, height, width, 3) float32 in 0..1."""
+    import numpy as np
+
+    from model.video import read_video
+
+    return np.stack([read_video(f)[0][0].numpy() for f in sorted(folder.glob("frame_*.png"))]).astype(np.float32) / 255

@@ -17,8 +17,7 @@ from model.lora.cli import parse_lora
 from model.lora.formats import MOTION_FORMAT, LayerLoRA, LoRAFile, read_lora
 from model.pipeline import load_pipeline
 from model.sample import run
-from model.video import read_video
-from tests.goldens import settings_of
+from tests.goldens import cli_flags_of, png_frames, settings_of
 
 TOLERANCE = 2e-3
 GOLDEN = "lora_euler_a_8f"
@@ -113,17 +112,10 @@ def test_python_api_reproduces_the_original_lora_call(clean, fixtures_dir, kohya
 def test_cli_lora_png_frames_match_the_original(tiny_model_dir, fixtures_dir, kohya_file, golden, tmp_path, capsys):
     case = lora_case(fixtures_dir)
     out = tmp_path / "frames/"
-    code = run(["--model", str(tiny_model_dir), "--prompt", case["prompt"],
-                "--negative-prompt", case["negative_prompt"], "--width", str(case["width"]),
-                "--height", str(case["height"]), "--frames", str(case["video_length"]),
-                "--steps", str(case["steps"]), "--seed", str(case["seed"]),
-                "--guidance", str(case["guidance_scale"]), "--scheduler", case["scheduler"],
-                "--original-size", *map(str, case["og"]), "--target-size", *map(str, case["target"]),
-                "--lora", f"{kohya_file}:{case['lora_strength']}",
-                "--dtype", "fp32", "--device", "cpu", "--out", str(out) + "/"])
+    code = run(cli_flags_of(case, tiny_model_dir, str(out) + "/", "--lora", f"{kohya_file}:{case['lora_strength']}"))
     assert code == 0
     assert "LoRA lora_tiny_kohya.safetensors (kohya): 684 of 684 tensors matched" in capsys.readouterr().err
-    pixels = np.stack([read_video(f)[0][0].numpy() for f in sorted(out.glob("frame_*.png"))]) / 255
+    pixels = png_frames(out)
     assert pixels.shape == golden.shape
     assert np.abs(pixels - golden.numpy()).max() <= 2 / 255 + 1e-6
 
