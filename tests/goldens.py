@@ -26,3 +26,11 @@ def png_frames(folder):
     from model.video import read_video
 
     return np.stack([read_video(f)[0][0].numpy() for f in sorted(folder.glob("frame_*.png"))]).astype(np.float32) / 255
+
+
+def control_flags_of(case: dict, fixtures_dir, frames) -> list[str]:
+    """A ControlNet golden's `--controlnet` group of flags, with the control frames read from `frames`."""
+    return ["--controlnet", str(fixtures_dir / "controlnet-tiny"), "--control-frames", str(frames),
+            "--control-strength", str(case["controlnet_conditioning_scale"]),
+            "--control-start", str(case["control_guidance_start"]),
+            "--control-end", str(case["control_guidance_end"])]

@@ -19,7 +19,7 @@ from model.errors import InputError, ModelFileError
 from model.pipeline import load_pipeline
 from model.sample import run
 from model.schedulers import make_scheduler
-from tests.goldens import cli_flags_of as cli_flags, png_frames, settings_of
+from tests.goldens import cli_flags_of as cli_flags, control_flags_of, png_frames, settings_of
 
 TOLERANCE = 2e-3
 
@@ -98,11 +98,7 @@ def test_bare_safetensors_with_config_beside_or_given(tmp_path, fixtures_dir, pi
 def test_cli_png_frames_match_controlnet_golden(source, tmp_path, tiny_model_dir, fixtures_dir, case, golden):
     control = fixtures_dir / (case["control_frames"] + (".gif" if source == "gif" else ""))
     out = tmp_path / "frames"
-    code = run(cli_flags(case, tiny_model_dir, str(out) + "/", "--controlnet", str(fixtures_dir / "controlnet-tiny"),
-                         "--control-frames", str(control),
-                         "--control-strength", str(case["controlnet_conditioning_scale"]),
-                         "--control-start", str(case["control_guidance_start"]),
-                         "--control-end", str(case["control_guidance_end"])))
+    code = run(cli_flags(case, tiny_model_dir, str(out) + "/", *control_flags_of(case, fixtures_dir, control)))
     assert code == 0
     pixels = png_frames(out)
     assert pixels.shape == tuple(golden.shape)

@@ -13,7 +13,7 @@ from model.controlnet.frames import control_frames
 from model.controlnet.loading import load_controlnet
 from model.pipeline import load_pipeline
 from model.sample import run
-from tests.goldens import cli_flags_of, png_frames, settings_of
+from tests.goldens import cli_flags_of, control_flags_of, png_frames, settings_of
 
 GOLDEN = "controlnet_lora_euler_a_8f_end"
 TOLERANCE = 2e-3
@@ -50,11 +50,7 @@ def test_cli_png_frames_match_the_lora_controlnet_golden(tmp_path, tiny_model_di
     out = tmp_path / "frames"
     code = run(cli_flags_of(case, tiny_model_dir, str(out) + "/",
                             "--lora", f"{fixtures_dir / case['lora_file']}:{case['lora_strength']}",
-                            "--controlnet", str(fixtures_dir / "controlnet-tiny"),
-                            "--control-frames", str(fixtures_dir / (case["control_frames"] + ".gif")),
-                            "--control-strength", str(case["controlnet_conditioning_scale"]),
-                            "--control-start", str(case["control_guidance_start"]),
-                            "--control-end", str(case["control_guidance_end"])))
+                            *control_flags_of(case, fixtures_dir, fixtures_dir / (case["control_frames"] + ".gif"))))
     assert code == 0
     pixels = png_frames(out)
     assert pixels.shape == tuple(golden.shape)
