@@ -45,9 +45,9 @@ DTYPES = ("fp32", "bf16", "fp16", "fp8")
 def our_unet_worker(args) -> None:
     import torch
 
-    from model.config import UNetConfig
-    from model.precision import resolve_dtype
-    from model.unet import HotshotXLUNet
+    from model.network.config import UNetConfig
+    from model.memory.precision import resolve_dtype
+    from model.network.unet import HotshotXLUNet
 
     device = torch.device(args.device)
     dtype = resolve_dtype("bf16" if args.dtype == "fp8" else args.dtype, device)
@@ -58,7 +58,7 @@ def our_unet_worker(args) -> None:
     unet = unet.to_empty(device="cpu").eval().requires_grad_(False)
     _common.fill_randomly(unet, dtype)
     if args.dtype == "fp8":
-        from model.loading import store_fp8  # the loader's own conversion
+        from model.files.loading import store_fp8  # the loader's own conversion
 
         store_fp8(unet)
     unet.to(device)
@@ -87,7 +87,7 @@ def pipeline_worker(args) -> dict:
     import torch
 
     from model.pipeline import Settings
-    from model.video import write_video
+    from model.media.video import write_video
 
     device = torch.device(args.device)
     started = time.perf_counter()
@@ -135,13 +135,13 @@ def build_pipeline(config_name: str, dtype: str, device):
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from model.config import UNetConfig
+    from model.network.config import UNetConfig
     from model.pipeline import HotshotXLPipeline
-    from model.precision import resolve_dtype
-    from model.sdxl_configs import shipped_config
-    from model.text import TextEncoders
-    from model.tokenizers import byte_level_tokenizers
-    from model.unet import HotshotXLUNet
+    from model.memory.precision import resolve_dtype
+    from model.files.sdxl_configs import shipped_config
+    from model.text.encoders import TextEncoders
+    from model.text.tokenizers import byte_level_tokenizers
+    from model.network.unet import HotshotXLUNet
 
     torch_dtype = resolve_dtype("bf16" if dtype == "fp8" else dtype, device)
 
@@ -161,7 +161,7 @@ def build_pipeline(config_name: str, dtype: str, device):
 
     unet = random_module(HotshotXLUNet, UNetConfig.from_dict(_common.diffusers_config(config_name)))
     if dtype == "fp8":
-        from model.loading import store_fp8  # the loader's own conversion
+        from model.files.loading import store_fp8  # the loader's own conversion
 
         store_fp8(unet)
     with torch.device("meta"):

@@ -40,7 +40,7 @@ def child(args) -> None:
 
     import bench
     from _common import Timed, describe, machine
-    from model.context import ContextOptions, context_windows
+    from model.denoising.context import ContextOptions, context_windows
     from model.distributed import distribute, join
     from model.distributed.batch import read_prompts, render_prompts
     from model.distributed.launch import torchrun_environment

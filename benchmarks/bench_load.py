@@ -43,7 +43,7 @@ def machine() -> str:
 
 
 def unet_config(name: str):
-    from model.config import UNetConfig
+    from model.network.config import UNetConfig
 
     fixtures = REPO.parent / "shared" / "fixtures"
     if name == "tiny":
@@ -57,7 +57,7 @@ def write_folder(config_name: str, file_dtype: str, workdir: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from model.unet import HotshotXLUNet
+    from model.network.unet import HotshotXLUNet
 
     folder = workdir / f"{config_name}-{file_dtype}"
     unet_dir = folder / "unet"
@@ -83,7 +83,7 @@ def measure(folder: Path, dtype: str) -> dict:
     """Runs in the child process: load once, report memory in MiB."""
     import torch
 
-    from model.loading import load_unet
+    from model.files.loading import load_unet
 
     peak_anon = [0]
     done = threading.Event()

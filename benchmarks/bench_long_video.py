@@ -34,7 +34,7 @@ def measure(args) -> dict:
     """Runs in the child process: one whole generation (`args.frames` holds one count), memory in MiB."""
     import torch
 
-    from model.context import context_for, context_windows
+    from model.denoising.context import context_for, context_windows
     from model.pipeline import Settings, load_pipeline
 
     pipe = load_pipeline(fixtures() / "hotshot-xl-tiny", dtype="fp32", device="cpu")

@@ -62,9 +62,9 @@ def attention_lora_file(unet, rank: int, folder: Path) -> tuple[Path, int]:
 def build_unet(config_name: str, dtype: str, device, fill: bool):
     import torch
 
-    from model.config import UNetConfig
-    from model.precision import resolve_dtype
-    from model.unet import HotshotXLUNet
+    from model.network.config import UNetConfig
+    from model.memory.precision import resolve_dtype
+    from model.network.unet import HotshotXLUNet
 
     torch_dtype = resolve_dtype("bf16" if dtype == "fp8" else dtype, device)
     config = _common.diffusers_config(config_name)
@@ -79,7 +79,7 @@ def build_unet(config_name: str, dtype: str, device, fill: bool):
             for tensor in unet.state_dict().values():
                 tensor.zero_()
     if dtype == "fp8":
-        from model.loading import store_fp8
+        from model.files.loading import store_fp8
 
         store_fp8(unet)
     return unet.to(device), config

@@ -34,10 +34,10 @@ def our_train_worker(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from model.config import UNetConfig
-    from model.loading import is_temporal_key
+    from model.network.config import UNetConfig
+    from model.files.loading import is_temporal_key
     from model.train.graph import set_gradient_checkpointing
-    from model.unet import HotshotXLUNet
+    from model.network.unet import HotshotXLUNet
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     device = torch.device(args.device)

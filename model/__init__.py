@@ -15,16 +15,16 @@ from importlib import import_module
 from .errors import HotshotError, InputError, ModelFileError
 
 _LAZY = {
-    "ContextOptions": ".context",
+    "ContextOptions": ".denoising.context",
     "HotshotXLPipeline": ".pipeline",
-    "HotshotXLUNet": ".unet",
-    "SchedulerOptions": ".schedulers",
+    "HotshotXLUNet": ".network.unet",
+    "SchedulerOptions": ".denoising.schedulers",
     "Settings": ".pipeline",
-    "UNetConfig": ".config",
+    "UNetConfig": ".network.config",
     "load_pipeline": ".pipeline",
-    "load_unet": ".loading",
-    "read_video": ".video",
-    "write_video": ".video",
+    "load_unet": ".files.loading",
+    "read_video": ".media.video",
+    "write_video": ".media.video",
 }
 
 __all__ = ["HotshotError", "InputError", "ModelFileError", *_LAZY]

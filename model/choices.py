@@ -8,10 +8,10 @@ without loading torch or diffusers. The modules that act on a choice import it f
 ASPECT_BUCKETS = [(320, 768), (384, 672), (416, 608), (512, 512), (608, 416), (672, 384), (768, 320)]
 
 DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8")  # "auto": see precision.default_dtype
-OFFLOAD_MODES = ("none", "model", "sequential")  # see offload.py
+OFFLOAD_MODES = ("none", "model", "sequential")  # see memory/offload.py
 VAE_TILING = ("auto", "on", "off")  # see decode.wants_tiling
 
-# Context windows (see context.py).
+# Context windows (see denoising/context.py).
 MAX_LENGTH = 24  # positions in the released temporal layers' sinusoidal table
 SCHEDULES = ("uniform", "static")  # how windows are laid over the frames
 WEIGHTINGS = ("pyramid", "flat")  # how overlapping windows' predictions are blended
@@ -19,7 +19,7 @@ NOISE_TYPES = ("independent", "freenoise")  # initial noise for videos longer th
 # ContextOptions' defaults, for --help (a test checks that they agree).
 CONTEXT_DEFAULTS = {"length": 8, "overlap": 4, "stride": 1, "schedule": "uniform", "weighting": "pyramid"}
 
-# Schedulers (see schedulers.py, whose SCHEDULERS has these names in this order: a test checks).
+# Schedulers (see denoising/schedulers.py, whose SCHEDULERS has these names in this order: a test checks).
 SCHEDULER_NAMES = ("euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm")
 DEFAULT_SCHEDULER = "euler_a"
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")

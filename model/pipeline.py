@@ -15,20 +15,20 @@ from pathlib import Path
 import torch
 
 from .choices import ASPECT_BUCKETS, SEED_MAX, TINY_RANDOM  # noqa: F401 (ASPECT_BUCKETS re-exported)
-from .context import NOISE_TYPES, ContextOptions, context_for, freenoise, windowed_predictor
-from .components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
-from .decode import VAE_TILING, decode_latents
+from .denoising.context import NOISE_TYPES, ContextOptions, context_for, freenoise, windowed_predictor
+from .files.components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
+from .media.decode import VAE_TILING, decode_latents
 from .errors import InputError, ModelFileError
-from .fp8 import use_float8
-from .loading import classify, load_unet
-from .offload import OFFLOAD_MODES, Offloader, unet_units
-from .precision import resolve_device, resolve_precision
+from .memory.fp8 import use_float8
+from .files.loading import classify, load_unet
+from .memory.offload import OFFLOAD_MODES, Offloader, unet_units
+from .memory.precision import resolve_device, resolve_precision
 from .progress import bar
-from .sampling import Conditions, StepCallback, denoise, guided_predictor, initial_noise, micro_conditioning
-from .schedulers import DEFAULT_SCHEDULER, SchedulerOptions, make_scheduler, scheduler_options
-from .text import TextEncoders
-from .unet import HotshotXLUNet
-from .weights import reading_progress
+from .denoising.loop import Conditions, StepCallback, denoise, guided_predictor, initial_noise, micro_conditioning
+from .denoising.schedulers import DEFAULT_SCHEDULER, SchedulerOptions, make_scheduler, scheduler_options
+from .text.encoders import TextEncoders
+from .network.unet import HotshotXLUNet
+from .files.weights import reading_progress
 
 
 @dataclass
@@ -124,7 +124,7 @@ class HotshotXLPipeline:
     def enable_offload(self, mode: str, device=None) -> HotshotXLPipeline:
         """Keep the weights on the CPU and bring them to `device` (default: where the UNet is) only
         while they run. "model": each component for its stage; "sequential": the text encoders and
-        the VAE likewise, and the UNet unit by unit during each forward pass (see offload.py)."""
+        the VAE likewise, and the UNet unit by unit during each forward pass (see memory/offload.py)."""
         check_speed_options(mode, self.compiled)
         if self.offload != "none":
             raise InputError("offload", f"this pipeline already offloads ({self.offload!r}); load it again to change")
@@ -274,7 +274,7 @@ class HotshotXLPipeline:
 
 
 def _tokenizers(explicit, *sources):
-    from .tokenizers import BPE_FILE, load_tokenizers
+    from .text.tokenizers import BPE_FILE, load_tokenizers
 
     if explicit is not None:
         explicit = Path(explicit).expanduser()
@@ -303,9 +303,9 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
     diffusers layout giving component configs for non-standard single files.
 
     Memory and speed: `dtype` "fp8" stores the UNet's Linear and Conv2d weights in float8 and
-    computes in bf16, as the VAE and text encoders are held (see fp8.py); `offload` "model" or
+    computes in bf16, as the VAE and text encoders are held (see memory/fp8.py); `offload` "model" or
     "sequential" keeps the weights on the CPU and brings them to `device` only while they run (see
-    offload.py); `compile` runs the UNet through torch.compile (see `compile_unet`). `progress=True`
+    memory/offload.py); `compile` runs the UNet through torch.compile (see `compile_unet`). `progress=True`
     shows a bar on stderr as the parts load. `dtype` None or "auto": see precision.default_dtype
     (for tiny-random, tiny.fastest_dtype).
     """

@@ -22,7 +22,7 @@ from .distributed.cli import add_distributed_arguments, plan_session
 from .errors import HotshotError, InputError
 from .lora.cli import add_lora_arguments, loras_from_args, read_chosen
 from .video2video.cli import add_video2video_arguments, init_from_args
-from .video_formats import DEFAULT_FPS, VIDEO_FORMATS
+from .media.formats import DEFAULT_FPS, VIDEO_FORMATS
 
 # How the user started us: the console script of the installed package, or the module in a checkout.
 PROG = "python -m model.sample" if __package__ == "model" else "hotshot-xl-sample"
@@ -200,7 +200,7 @@ def _errors_named_by_flag(flags: dict[str, str]):
 
 def _settings(args):
     from .pipeline import Settings
-    from .schedulers import SchedulerOptions
+    from .denoising.schedulers import SchedulerOptions
 
     with _errors_named_by_flag(FLAG_OF):
         scheduler = SchedulerOptions(args.scheduler, args.timestep_spacing, args.prediction_type,
@@ -216,7 +216,7 @@ def _settings(args):
 
 def _context(args):
     """ContextOptions from the --context-* flags given, or None when none was."""
-    from .context import ContextOptions
+    from .denoising.context import ContextOptions
 
     attributes = {field: flag[2:].replace("-", "_") for field, flag in CONTEXT_FLAGS.items()}
     given = {field: getattr(args, name) for field, name in attributes.items() if hasattr(args, name)}
@@ -257,8 +257,8 @@ def run(argv=None) -> int:
             return 2
         # Every check before anything heavy: torch and the model code load here, the weights much later.
         from .pipeline import check_sources, check_speed_options
-        from .precision import resolve_device
-        from .video import check_output
+        from .memory.precision import resolve_device
+        from .media.video import check_output
 
         with _errors_named_by_flag(FLAG_OF):
             check_sources(args.model, args.temporal_layers, args.sdxl, args.tokenizer, args.configs)
@@ -277,7 +277,7 @@ def run(argv=None) -> int:
         loras = read_chosen(loras_from_args(args))  # small files: every one is checked before the model loads
         if small:
             print(f"tiny-random: {' '.join(small)} (an install check; give them to choose)", file=sys.stderr)
-        from .context import ContextOptions, context_for
+        from .denoising.context import ContextOptions, context_for
 
         if settings.context is None and context_for(settings.frames, None) is not None:
             default = ContextOptions()
@@ -320,7 +320,7 @@ def run(argv=None) -> int:
                                  callback=lambda done, total: advance(done))
         if not session.writes_one_video:
             return 0
-        from .video import write_video
+        from .media.video import write_video
 
         with _errors_named_by_flag(FLAG_OF):
             files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite)

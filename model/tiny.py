@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from .config import UNetConfig
-from .sdxl_configs import shipped_config
-from .text import TextEncoders
-from .unet import HotshotXLUNet
+from .network.config import UNetConfig
+from .files.sdxl_configs import shipped_config
+from .text.encoders import TextEncoders
+from .network.unet import HotshotXLUNet
 
 TEXT_WIDTH = 32  # each text encoder's hidden size; the UNet's context is both, concatenated
 TIME_EMBED = 8
@@ -46,7 +46,7 @@ def tiny_random_pipeline(dtype: torch.dtype = torch.float32, device="cpu", seed:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from .pipeline import HotshotXLPipeline
-    from .tokenizers import byte_level_tokenizers
+    from .text.tokenizers import byte_level_tokenizers
 
     torch.manual_seed(seed)
     unet = HotshotXLUNet(TINY_UNET)
@@ -64,6 +64,6 @@ def fastest_dtype(device) -> torch.dtype:
     """The dtype `dtype="auto"` gives tiny-random: fp32 on CPUs, where its layers are too narrow for
     bf16 kernels to pay (256x256 steps measured 3-10x slower in bf16 than in fp32, even on a CPU
     with native bf16 instructions); the device's usual default elsewhere."""
-    from .precision import default_dtype
+    from .memory.precision import default_dtype
 
     return torch.float32 if torch.device(device).type == "cpu" else default_dtype(torch.device(device))

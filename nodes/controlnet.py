@@ -70,7 +70,7 @@ class HotshotXLControlNetLoader:
 
     def load(self, model, controlnet_name):
         from ..model.controlnet.loading import load_controlnet
-        from ..model.fp8 import Float8Weight
+        from ..model.memory.fp8 import Float8Weight
 
         candidates = [base / controlnet_name for base in host.model_bases(CONTROLNET_FOLDERS[0])]
         path = Path(controlnet_name).expanduser()
@@ -125,7 +125,7 @@ class HotshotXLApplyControlNet:
         import torch
 
         from ..model.controlnet.apply import Control
-        from ..model.sampling import Conditions
+        from ..model.denoising.loop import Conditions
 
         if not isinstance(conditioning, Conditions):
             raise InputError("conditioning", f"expected Hotshot-XL conditioning, got {type(conditioning).__name__}")

@@ -153,7 +153,7 @@ def devices(component: str):
             "vae": (mm.vae_device, mm.vae_offload_device),
         }[component]
         return load(), offload()
-    from ..model.precision import resolve_device
+    from ..model.memory.precision import resolve_device
 
     device = resolve_device(None)
     return device, device
@@ -171,7 +171,7 @@ def default_dtype(device):
         if mm.should_use_fp16(device):
             return torch.float16
         return torch.float32
-    from ..model.precision import default_dtype as library_default
+    from ..model.memory.precision import default_dtype as library_default
 
     return library_default(device)
 

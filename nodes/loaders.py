@@ -110,7 +110,7 @@ class HotshotXLModelLoader:
 
     def load(self, model_name, dtype):
         path = host.resolve(model_name, host.MODEL_FOLDERS, "model_name", want_folder=True)
-        from ..model.loading import classify
+        from ..model.files.loading import classify
 
         try:
             kind = classify(path).kind
@@ -161,7 +161,7 @@ class HotshotXLCheckpointLoader:
         config_folder = None
         if configs != DEFAULT_CONFIGS:
             config_folder = host.resolve(configs, host.CONFIG_FOLDERS, "configs", want_folder=True)
-        from ..model.single_file import COMPONENTS, describe_checkpoint
+        from ..model.files.single_file import COMPONENTS, describe_checkpoint
 
         try:
             temporal_info = describe_checkpoint(temporal)

@@ -70,8 +70,8 @@ def from_comfy_latent(latent, scale: float, input_name: str = "samples"):
 
 def _on_cpu(conditions):
     """Conditions kept between nodes on ComfyUI's intermediate device, not on the text encoders' GPU."""
-    from ..model.sampling import Conditions
-    from ..model.text import Conditioning
+    from ..model.denoising.loop import Conditions
+    from ..model.text.encoders import Conditioning
 
     device = host.intermediate_device()
 
@@ -190,10 +190,10 @@ class HotshotXLSampler:
 
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
                noise="independent", custom_scheduler=None, latent=None, denoise=1.0):
-        from ..model.context import ContextOptions
+        from ..model.denoising.context import ContextOptions
         from ..model.pipeline import Settings
-        from ..model.sampling import Conditions
-        from ..model.schedulers import SchedulerOptions
+        from ..model.denoising.loop import Conditions
+        from ..model.denoising.schedulers import SchedulerOptions
 
         if not isinstance(conditioning, Conditions):
             raise InputError("conditioning", f"expected Hotshot-XL conditioning, got {type(conditioning).__name__}")
@@ -279,7 +279,7 @@ class HotshotXLScheduler:
                    "prediction type and zero terminal SNR, over the model's own scheduler config.")
 
     def scheduler(self, scheduler, timestep_spacing, prediction_type, zero_terminal_snr):
-        from ..model.schedulers import SchedulerOptions
+        from ..model.denoising.schedulers import SchedulerOptions
 
         def chosen(value):
             return None if value == MODEL_DEFAULT else value
@@ -326,7 +326,7 @@ class HotshotXLContextOptions:
                    "by the window.")
 
     def options(self, length, overlap, stride, schedule, weighting, loop):
-        from ..model.context import ContextOptions
+        from ..model.denoising.context import ContextOptions
 
         return (ContextOptions(length=length, overlap=overlap, stride=stride, schedule=schedule,
                                weighting=weighting, loop=loop),)  # InputError naming the field if invalid

@@ -83,7 +83,7 @@ class HotshotXLSaveVideo:
     def save(self, images, filename_prefix, format, fps, loop):
         import torch
 
-        from ..model.video import check_output, write_video
+        from ..model.media.video import check_output, write_video
 
         if format not in FORMATS:
             raise InputError("format", f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: `model`
 
-from model.context import ContextOptions  # noqa: E402
+from model.denoising.context import ContextOptions  # noqa: E402
 from model.distributed import distribute, join  # noqa: E402
 from model.pipeline import load_pipeline  # noqa: E402
 from model.sample import run  # noqa: E402

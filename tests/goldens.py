@@ -23,7 +23,7 @@ def png_frames(folder):
     """The PNG frames the CLI wrote into `folder`, as (frames, height, width, 3) float32 in 0..1."""
     import numpy as np
 
-    from model.video import read_video
+    from model.media.video import read_video
 
     return np.stack([read_video(f)[0][0].numpy() for f in sorted(folder.glob("frame_*.png"))]).astype(np.float32) / 255
 

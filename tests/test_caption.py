@@ -8,7 +8,7 @@ import torch
 from model.caption.captioner import Captioner, check_captioner, shown_frames
 from model.caption.cli import run
 from model.errors import ModelFileError
-from model.video import write_video
+from model.media.video import write_video
 
 
 def build_tiny_blip(folder):

@@ -16,7 +16,7 @@ import pytest
 from safetensors.torch import load_file
 
 from model.sample import run
-from model.video import read_video
+from model.media.video import read_video
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +199,7 @@ def test_long_video_switches_windows_on_and_says_so(tmp_path, capsys):
 def test_context_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
     import torch
 
-    from model.context import ContextOptions
+    from model.denoising.context import ContextOptions
     from model.pipeline import HotshotXLPipeline, load_pipeline
 
     seen = {}
@@ -241,7 +241,7 @@ def test_context_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
 
 def test_scheduler_flags_reach_the_pipeline(tmp_path, monkeypatch):
     from model.pipeline import HotshotXLPipeline
-    from model.schedulers import SchedulerOptions
+    from model.denoising.schedulers import SchedulerOptions
 
     seen = []
     sample = HotshotXLPipeline.sample
@@ -255,7 +255,7 @@ def test_scheduler_flags_reach_the_pipeline(tmp_path, monkeypatch):
 
 
 def test_dtype_offload_and_compile_flags_reach_the_pipeline(tmp_path, capsys, monkeypatch):
-    from model.fp8 import FLOAT8
+    from model.memory.fp8 import FLOAT8
     from model.pipeline import HotshotXLPipeline
 
     compiled, used = [], []
@@ -342,10 +342,10 @@ def test_help_is_fast_shows_every_default_and_imports_nothing_heavy():
 
 def test_choices_without_torch_agree_with_the_modules_that_use_them():
     from model import choices
-    from model.context import ContextOptions
+    from model.denoising.context import ContextOptions
     from model.pipeline import Settings
     from model.sample import build_parser
-    from model.schedulers import SCHEDULERS
+    from model.denoising.schedulers import SCHEDULERS
 
     assert tuple(SCHEDULERS) == choices.SCHEDULER_NAMES
     assert ContextOptions(**choices.CONTEXT_DEFAULTS) == ContextOptions()
@@ -386,7 +386,7 @@ def test_tiny_random_is_small_fast_and_says_so(tmp_path, capsys, monkeypatch):
 def test_progress_bars_for_loading_sampling_and_decoding(tiny_model_dir, capsys):
     from model import load_pipeline
 
-    from model.weights import reading_progress
+    from model.files.weights import reading_progress
 
     read = []
     with reading_progress(read.append):

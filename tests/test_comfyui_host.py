@@ -99,7 +99,7 @@ from fractions import Fraction  # noqa: E402
 
 import torch  # noqa: E402
 
-from model.video import read_video  # noqa: E402
+from model.media.video import read_video  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
 from tests.pack_graph import API_WORKFLOWS, TINY, api_files, input_specs, load_json, nodes_of, shrink  # noqa: E402
 
@@ -123,7 +123,7 @@ def sdxl_vae_model(tmp_path_factory):
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
 
-    from model.sdxl_configs import shipped_config
+    from model.files.sdxl_configs import shipped_config
 
     folder = tmp_path_factory.mktemp("sdxl_vae") / "hotshot-xl-tiny-sdxl-vae"
     folder.mkdir()

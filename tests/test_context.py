@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from model.context import (ContextOptions, blend_weights, context_for, context_windows, freenoise, window_weights,
+from model.denoising.context import (ContextOptions, blend_weights, context_for, context_windows, freenoise, window_weights,
                            windowed_predictor)
-from model.decode import AUTO_TILING_PIXELS, decode_latents, wants_tiling
+from model.media.decode import AUTO_TILING_PIXELS, decode_latents, wants_tiling
 from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
-from model.sampling import guided_predictor, initial_noise
+from model.denoising.loop import guided_predictor, initial_noise
 
 
 @pytest.fixture(scope="module")

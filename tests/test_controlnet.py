@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.context import ContextOptions, context_windows
+from model.denoising.context import ContextOptions, context_windows
 from model.controlnet.apply import Control
 from model.controlnet.frames import control_frames
 from model.controlnet.layouts import layout_name
@@ -18,7 +18,7 @@ from model.controlnet.loading import describe, load_controlnet
 from model.errors import InputError, ModelFileError
 from model.pipeline import load_pipeline
 from model.sample import run
-from model.schedulers import make_scheduler
+from model.denoising.schedulers import make_scheduler
 from tests.goldens import cli_flags_of as cli_flags, control_flags_of, png_frames, settings_of
 
 TOLERANCE = 2e-3

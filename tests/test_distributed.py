@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.context import ContextOptions, context_windows, windowed_predictor
+from model.denoising.context import ContextOptions, context_windows, windowed_predictor
 from model.distributed.batch import check_outputs, output_for, read_prompts
 from model.distributed.windows import WindowShare
 from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
 from model.sample import run
-from model.schedulers import make_scheduler
-from model.video import read_video, to_uint8_frames
+from model.denoising.schedulers import make_scheduler
+from model.media.video import read_video, to_uint8_frames
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_TIMEOUT_S = 240  # a launch that hangs fails the test instead of the suite

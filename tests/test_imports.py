@@ -24,7 +24,7 @@ def test_top_level_model_import_is_cheap():
         import sys, model
         assert "torch" not in sys.modules and "diffusers" not in sys.modules, "import model pulled in heavy modules"
         from model import load_pipeline, load_unet, write_video   # resolved lazily
-        assert load_unet.__module__ == "model.loading"
+        assert load_unet.__module__ == "model.files.loading"
         print("ok")
     """, cwd=REPO_ROOT, extra_path=[REPO_ROOT])
     assert result.returncode == 0, result.stderr
@@ -40,8 +40,8 @@ def test_pack_imports_under_any_folder_name_without_leaking_modules(tmp_path):
         assert "model" not in sys.modules and "nodes" not in sys.modules
         # Heavy libraries load on first use, not when ComfyUI scans custom_nodes.
         assert "diffusers" not in sys.modules and "transformers" not in sys.modules
-        loading = importlib.import_module(name + ".model.loading")
-        assert loading.load_unet.__module__ == name + ".model.loading"
+        loading = importlib.import_module(name + ".model.files.loading")
+        assert loading.load_unet.__module__ == name + ".model.files.loading"
         print("ok")
     """, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -88,9 +88,9 @@ def test_other_modules_named_model_and_nodes_neither_shadow_nor_get_shadowed(tmp
 def test_same_code_both_ways(pack):
     import importlib
 
-    import model.sampling as top_level
+    import model.denoising.loop as top_level
 
-    packaged = importlib.import_module(pack.__name__ + ".model.sampling")
+    packaged = importlib.import_module(pack.__name__ + ".model.denoising.loop")
     assert packaged is not top_level
     assert packaged.micro_conditioning((1920, 1080), (512, 512)).tolist() == \
         top_level.micro_conditioning((1920, 1080), (512, 512)).tolist() == [[1920, 1080, 0, 0, 512, 512]]

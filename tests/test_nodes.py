@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.schedulers import SCHEDULERS
+from model.denoising.schedulers import SCHEDULERS
 from tests.pack_graph import function_parameters, input_specs, is_widget, value_problems
 from tests.pack_import import comfyui_style_import
 
@@ -253,7 +253,7 @@ def test_text_encode_keeps_empty_and_long_prompts(nodes, tiny):
 
 
 def test_scheduler_node_replaces_the_samplers_choice_with_its_options(pack, nodes, tiny):
-    schedulers = submodule(pack, "model.schedulers")
+    schedulers = submodule(pack, "model.denoising.schedulers")
     node = nodes["HotshotXLScheduler"]()
     (as_released,) = node.scheduler("euler", "model default", "model default", False)
     (trailing,) = node.scheduler("euler", "trailing", "model default", False)
@@ -342,7 +342,7 @@ def test_interrupted_sampling_stops_between_steps(pack, nodes, tiny, monkeypatch
 
 
 def test_context_options_node_gives_the_library_options(pack, nodes, tiny):
-    context = submodule(pack, "model.context")
+    context = submodule(pack, "model.denoising.context")
     InputError = submodule(pack, "model.errors").InputError
     node = nodes["HotshotXLContextOptions"]()
     (options,) = node.options(6, 2, 2, "static", "flat", True)
@@ -413,7 +413,7 @@ def test_loader_errors_name_the_input_and_the_file(pack, nodes, fixtures_dir, ti
     with pytest.raises(InputError, match=r"^ckpt_name: .*this SDXL checkpoint lacks vae, text_encoder; "):
         checkpoint_loader.load(str(partial), temporal, "fp32")
     # No CLIP vocabulary anywhere (no ComfyUI, no open_clip): the configs input is what can provide one.
-    tokenizers = submodule(pack, "model.tokenizers")
+    tokenizers = submodule(pack, "model.text.tokenizers")
     monkeypatch.setattr(tokenizers, "find_vocabulary", lambda: None)
     with pytest.raises(InputError, match=r"^configs: no CLIP tokenizer found for the single-file checkpoint"):
         checkpoint_loader.load(single_file, temporal, "fp32")
@@ -435,7 +435,7 @@ def frames_clip(count=3, height=32, width=48):
 
 @pytest.mark.parametrize("video_format, animated", [("mp4", True), ("webm", True), ("gif", None), ("webp", True)])
 def test_save_writes_numbered_videos_and_shows_them(pack, nodes, host_env, video_format, animated):
-    from model.video import read_video
+    from model.media.video import read_video
 
     save = nodes["HotshotXLSaveVideo"]()
     images = frames_clip()
@@ -482,7 +482,7 @@ def test_bad_images_are_refused(pack, nodes):
 
 
 def test_failed_encoding_leaves_no_partial_file(pack, nodes, host_env, monkeypatch):
-    video = submodule(pack, "model.video")
+    video = submodule(pack, "model.media.video")
     original = video._encode
 
     class Interrupted(Exception):

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from model.config import UNetConfig
+from model.network.config import UNetConfig
 from model.errors import InputError
-from model.fp8 import FLOAT8, FLOAT8_MAX, KEEP_PRECISE, Float8Conv2d, Float8Weight, quantize, use_float8
-from model.loading import load_unet
-from model.offload import unet_units
+from model.memory.fp8 import FLOAT8, FLOAT8_MAX, KEEP_PRECISE, Float8Conv2d, Float8Weight, quantize, use_float8
+from model.files.loading import load_unet
+from model.memory.offload import unet_units
 from model.pipeline import Settings, load_pipeline
-from model.unet import HotshotXLUNet
-from model.weights import assign_state_dict
+from model.network.unet import HotshotXLUNet
+from model.files.weights import assign_state_dict
 from tests.test_unet import run
 
 # Relative L2 distance of the fp8 UNet's output from the bf16 UNet's on the golden inputs, measured:
@@ -148,9 +148,9 @@ def test_fp8_state_dict_adds_only_the_scales_and_loads_strictly(fp8_unet, bf16_u
 def test_fp8_load_converts_each_tensor_as_it_is_read(tiny_model_dir, monkeypatch):
     """Peak memory of an fp8 load is about the fp8 model plus one tensor: no tensor as read from
     the file outlives its conversion."""
-    import model.weights
+    import model.files.weights
 
-    open_file = model.weights.safe_open
+    open_file = model.files.weights.safe_open
     read, alive_at_read = [], []
 
     class Reader:  # safetensors' reader, recording each tensor it hands out
@@ -173,7 +173,7 @@ def test_fp8_load_converts_each_tensor_as_it_is_read(tiny_model_dir, monkeypatch
             alive_at_read.append(sum(ref() is not None for ref in read))
             return tensor
 
-    monkeypatch.setattr(model.weights, "safe_open", Reader)
+    monkeypatch.setattr(model.files.weights, "safe_open", Reader)
     load_unet(tiny_model_dir, dtype="fp8")
     assert len(read) > 1000 and max(alive_at_read) <= 2  # the tensor just read, and the one before
     # The spy does see tensors that are kept: a float32 load of the float32 file keeps them all.
@@ -195,7 +195,7 @@ def test_fp8_from_a_single_file_equals_fp8_from_the_folder(fixtures_dir, tiny_mo
 
 
 def test_store_fp8_quantizes_a_loaded_unet_as_loading_does(tiny_model_dir, tmp_path, golden):
-    from model.loading import store_fp8
+    from model.files.loading import store_fp8
 
     # Both quantize the same bf16 values: a bf16 copy of the tiny UNet.
     folder = tmp_path / "bf16" / "unet"

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 
 from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
-from model.schedulers import SCHEDULERS, SchedulerOptions, make_scheduler
-from model.text import CHUNK_TOKENS
+from model.denoising.schedulers import SCHEDULERS, SchedulerOptions, make_scheduler
+from model.text.encoders import CHUNK_TOKENS
 from tests.goldens import settings_of
 
 TOLERANCE = 2e-3

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.errors import InputError, ModelFileError
-from model.sdxl_configs import SHIPPED_CONFIGS, shipped_config
-from model.single_file import (
+from model.files.sdxl_configs import SHIPPED_CONFIGS, shipped_config
+from model.files.single_file import (
     describe_checkpoint,
     fit_text_encoder_keys,
     is_sdxl_single_file,

@@ -13,9 +13,9 @@ import sys
 import pytest
 from transformers import CLIPTokenizer
 
-import model.tokenizers as tokenizers_module
+import model.text.tokenizers as tokenizers_module
 from model.errors import HotshotError, ModelFileError
-from model.tokenizers import clip_vocabulary_from_bpe, find_vocabulary, load_tokenizers
+from model.text.tokenizers import clip_vocabulary_from_bpe, find_vocabulary, load_tokenizers
 
 PROMPTS = [
     "a photo of a cat",

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from model.loading import is_temporal_key, load_unet
+from model.files.loading import is_temporal_key, load_unet
 from model.train import cli
 from model.train.graph import set_gradient_checkpointing
-from model.video import write_video
+from model.media.video import write_video
 
 from tests.goldens import golden_mismatches
 
@@ -56,7 +56,7 @@ def golden_run(tiny_model_dir, golden):
 
 
 def test_noising_matches_the_release_scheduler(golden, tiny_model_dir):
-    from model.components import scheduler_config
+    from model.files.components import scheduler_config
     from model.train.objective import Objective
 
     objective = Objective(scheduler_config(tiny_model_dir))

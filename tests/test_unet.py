@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import UNetConfig
+from model.network.config import UNetConfig
 from model.errors import InputError, ModelFileError
-from model.loading import load_unet
-from model.unet import HotshotXLUNet
-from model.weights import assign_state_dict
+from model.files.loading import load_unet
+from model.network.unet import HotshotXLUNet
+from model.files.weights import assign_state_dict
 
 TOLERANCE = 1e-4
 

@@ -1,4 +1,4 @@
-"""model.video: every format round-trips through PyAV (Pillow for WebP), nothing is overwritten or
+"""model.media.video: every format round-trips through PyAV (Pillow for WebP), nothing is overwritten or
 left half-written, and bad inputs are refused before anything is encoded."""
 
 import os
@@ -12,7 +12,7 @@ from PIL import Image
 
 from model import video
 from model.errors import InputError
-from model.video import pad_to_even, read_video, write_video
+from model.media.video import pad_to_even, read_video, write_video
 
 
 def make_clip(frames=5, height=48, width=64) -> torch.Tensor:

@@ -9,7 +9,7 @@ from model.controlnet.frames import read_frames
 from model.errors import InputError
 from model.pipeline import load_pipeline
 from model.sample import run
-from model.video import read_video
+from model.media.video import read_video
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from fractions import Fraction
 import pytest
 import torch
 
-from model.context import ContextOptions
+from model.denoising.context import ContextOptions
 from model.pipeline import Settings, load_pipeline
-from model.video import read_video
+from model.media.video import read_video
 from tests.pack_graph import (API_WORKFLOWS, CORE_NODES, CORE_TITLES, EDITOR_KEYS, TINY, WORKFLOWS, api_files,
                               editor_files, editor_to_api, input_specs, is_widget, load_json, nodes_of, run_api,
                               shrink, value_problems)

@@ -59,7 +59,7 @@ class Captioner:
         from transformers import BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging
 
-        from ..precision import resolve_device
+        from ..memory.precision import resolve_device
 
         logging.disable_progress_bar()
         path = check_captioner(folder)

@@ -92,7 +92,7 @@ def controls_from_args(checked: list[dict], pipe) -> list:
     from .loading import load_controlnet
 
     controls = []
-    from ..fp8 import Float8Weight
+    from ..memory.fp8 import Float8Weight
 
     # As the UNet is held: fp8 storage if it has fp8 layers, else its dtype; on its device.
     fp8 = any(isinstance(module, Float8Weight) for module in pipe.unet.modules())

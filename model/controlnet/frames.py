@@ -35,7 +35,7 @@ def read_frames(path, name: str = "frames") -> torch.Tensor:
 
     Errors are InputErrors under `name` (the flag or node input the path came from).
     """
-    from ..video import read_video
+    from ..media.video import read_video
 
     path = Path(path).expanduser()
     if path.is_dir():

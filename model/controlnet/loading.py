@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError
-from ..fp8 import quantizer, use_float8
-from ..precision import resolve_device, resolve_precision
-from ..weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle
+from ..memory.fp8 import quantizer, use_float8
+from ..memory.precision import resolve_device, resolve_precision
+from ..files.weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle
 from .layouts import ORIGINAL_PREFIX, config_from_header, describe_base, layout_name, read_header
 
 # Layers kept in the compute dtype under fp8: the input and condition embeddings and the zero
@@ -144,7 +144,7 @@ def load_controlnet(path: str | Path, config=None, dtype=None, device=None, unet
     if any(key.startswith(ORIGINAL_PREFIX) for key in state):
         state = _original_to_diffusers(state, config.get("layers_per_block", 2))
         if convert is not None:
-            from ..fp8 import convert_state_dict
+            from ..memory.fp8 import convert_state_dict
 
             state = convert_state_dict(state, convert)
     assign_state_dict(net, state, str(path))

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..pipeline import Settings
-from ..schedulers import SchedulerOptions
-from ..video import DEFAULT_FPS, check_output, sequence_files, write_video
+from ..denoising.schedulers import SchedulerOptions
+from ..media.video import DEFAULT_FPS, check_output, sequence_files, write_video
 from .group import RankGroup
 
 # What a JSON line may set besides "prompt" (Settings fields that are plain values).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..decode import _pixels_per_latent, decode_latents
+from ..media.decode import _pixels_per_latent, decode_latents
 from ..errors import InputError
 from .group import RankGroup
 

@@ -8,7 +8,7 @@ first merge; every merge recomputes the layer from that copy, in float32, as
 result in place (same tensor objects, so offload's resting copies, compiled graphs and ComfyUI's
 model patcher keep pointing at the right storage). Restoring copies the backup back.
 
-fp8 layers (model/fp8.py) are dequantized exactly from the backup, merged in float32 and quantized
+fp8 layers (model/memory/fp8.py) are dequantized exactly from the backup, merged in float32 and quantized
 again (a new per-row scale); restoring puts back the original float8 weight and scale.
 
 A strength of 0 leaves a LoRA out altogether, so the weights are untouched. Any failure during a
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, ModelFileError
-from ..fp8 import Float8Weight, quantize
+from ..memory.fp8 import Float8Weight, quantize
 from .formats import COMPONENTS, LayerLoRA, LoRAFile
 
 log = logging.getLogger("hotshot_xl.lora")

@@ -178,7 +178,7 @@ def prepare_clips(options, log):
         from ..caption.captioner import caption_sources, check_captioner
         from .trainer import distributed
 
-        from ..precision import resolve_device
+        from ..memory.precision import resolve_device
 
         check_captioner(options.captioner)
         rank, world, _ = distributed(resolve_device(options.device))  # the backend the trainer needs

@@ -115,7 +115,7 @@ def read_frames(source: Source) -> tuple[np.ndarray, float | None]:
         if len({image.shape for image in images}) > 1:
             raise InputError(str(source.path), "its frames differ in size")
         return np.stack(images), None
-    from ..video import read_video
+    from ..media.video import read_video
 
     frames, rate = read_video(source.path)
     return frames.numpy(), None if rate is None else float(rate)

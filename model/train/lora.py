@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from ..loading import is_temporal_key
+from ..files.loading import is_temporal_key
 
 FORMAT = "hotshot-xl-motion-lora"
 PREFIX = "unet."

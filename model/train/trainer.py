@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import InputError, ModelFileError
-from ..loading import is_temporal_key
+from ..files.loading import is_temporal_key
 from . import checkpoint as checkpoints
 from .data import Clip, epoch_batches, load_clip
 from .graph import set_gradient_checkpointing
@@ -102,7 +102,7 @@ def _clip_generator(seed: int, micro_batch: int, position: int) -> torch.Generat
 class Trainer:
     def __init__(self, options: TrainOptions, clips: list[Clip], log=print):
         from ..pipeline import load_pipeline
-        from ..precision import resolve_device
+        from ..memory.precision import resolve_device
 
         self.options, self.clips, self.log = options, clips, log
         device = resolve_device(options.device)
@@ -332,8 +332,8 @@ class Trainer:
         return {k: v.to(dtype).cpu().contiguous() for k, v in state.items()}, {"format": "pt"}
 
     def _source_position_tables(self) -> dict[str, torch.Tensor]:
-        from ..loading import _pick_sources, classify
-        from ..weights import read_safetensors
+        from ..files.loading import _pick_sources, classify
+        from ..files.weights import read_safetensors
 
         o = self.options
         _, temporal = _pick_sources([classify(p) for p in (o.model, o.sdxl, o.temporal_layers) if p])
@@ -347,7 +347,7 @@ class Trainer:
         o = self.options
         if self.rank != 0 or not o.validation_prompt:
             return None
-        from ..video import write_video
+        from ..media.video import write_video
 
         width, height = o.width or self.clips[0].bucket[0], o.height or self.clips[0].bucket[1]
         self.unet.eval()

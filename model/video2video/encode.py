@@ -1,4 +1,4 @@
-"""Frames to latents with the VAE, bounded in memory like decoding (decode.py).
+"""Frames to latents with the VAE, bounded in memory like decoding (media/decode.py).
 
 Frames go through the encoder `frames_per_chunk` at a time, converted to the VAE's range chunk by
 chunk (the whole video stays in its own dtype, uint8 for files); large frames are encoded in
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..decode import _decoding_dtype, _pixels_per_latent, _tiling, wants_tiling, TILE_SIZE
+from ..media.decode import _decoding_dtype, _pixels_per_latent, _tiling, wants_tiling, TILE_SIZE
 from ..errors import InputError
 
 MIN_SIZE = 64  # pixels: smaller inputs have too few latents for the UNet's three levels

@@ -13,8 +13,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from .choices import DEFAULT_SCHEDULER, PREDICTION_TYPES, TIMESTEP_SPACINGS
-from .errors import InputError
+from ..choices import DEFAULT_SCHEDULER, PREDICTION_TYPES, TIMESTEP_SPACINGS
+from ..errors import InputError
 
 # name -> (scheduler class, config overrides, one-line description)
 SCHEDULERS = {

@@ -15,7 +15,7 @@ from torch import nn
 
 from .blocks import DownBlock, FrameGroupNorm, MidBlock, UpBlock
 from .config import UNetConfig
-from .errors import InputError
+from ..errors import InputError
 from .pieces import pieces, resolve_budget
 
 
@@ -26,7 +26,7 @@ def _differentiable_in_train_mode(forward):
     @functools.wraps(forward)
     def dispatch(self, *args, **kwargs):
         if self.training:
-            from .train.graph import unet_forward
+            from ..train.graph import unet_forward
 
             return unet_forward(self, *args, **kwargs)
         with torch.no_grad():
@@ -82,7 +82,7 @@ class HotshotXLUNet(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype activations are computed in: a norm's, as norms are never stored in fp8 (fp8.py)."""
+        """The dtype activations are computed in: a norm's, as norms are never stored in fp8 (memory/fp8.py)."""
         return self.conv_norm_out.weight.dtype
 
     @property

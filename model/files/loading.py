@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .config import UNetConfig
-from .errors import ModelFileError
-from .fp8 import Convert, convert_state_dict, quantizer, use_float8
-from .precision import resolve_device, resolve_precision
-from .unet import HotshotXLUNet
+from ..network.config import UNetConfig
+from ..errors import ModelFileError
+from ..memory.fp8 import Convert, convert_state_dict, quantizer, use_float8
+from ..memory.precision import resolve_device, resolve_precision
+from ..network.unet import HotshotXLUNet
 from .single_file import describe_checkpoint
 from .weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle
 
@@ -165,7 +165,7 @@ def load_unet(path: str | Path | Sequence[str | Path], dtype: str | torch.dtype 
     a config.json or a folder holding one) overrides the one found with the weights; it is needed
     for non-standard sizes given as single files. `dtype` is bf16/fp16/fp32 or None for the
     device's best, or "fp8": Linear and Conv2d weights stored in float8 (quantized as they are
-    read), computed in bf16 (see fp8.py). `device` is where the weights end up.
+    read), computed in bf16 (see memory/fp8.py). `device` is where the weights end up.
     """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths:

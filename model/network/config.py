@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 # Block names of the release and of SDXL's 2D UNet, by whether the block has cross-attention.
 _CROSS_ATTN_BLOCKS = {"CrossAttnDownBlock3D", "CrossAttnUpBlock3D", "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"}

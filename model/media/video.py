@@ -19,8 +19,8 @@ import av
 import numpy as np
 import torch
 
-from .errors import InputError
-from .video_formats import DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
+from ..errors import InputError
+from .formats import DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
 
 SEQUENCE_FILE_NAME = "frame_{:05d}.png"  # frame files written into a folder target
 _FRAME_NUMBER = re.compile(r"%(0\d+)?d")  # printf patterns we accept: %d, %05d

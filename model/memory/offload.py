@@ -26,9 +26,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .blocks import Downsample, ResnetBlock, SpatialTransformer, Upsample
-from .choices import OFFLOAD_MODES  # noqa: F401 (re-exported)
-from .temporal import TransformerTemporal
+from ..network.blocks import Downsample, ResnetBlock, SpatialTransformer, Upsample
+from ..choices import OFFLOAD_MODES  # noqa: F401 (re-exported)
+from ..network.temporal import TransformerTemporal
 
 # The UNet's units for sequential offload. None holds another, and every tensor of the UNet is in
 # one of them except the few top-level layers that stay on the compute device.

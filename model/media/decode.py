@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .choices import VAE_TILING
-from .errors import InputError
+from ..choices import VAE_TILING
+from ..errors import InputError
 
 TILE_SIZE = 512  # pixels per tile side: ComfyUI's tiled-decode default; tiles overlap by a quarter
 AUTO_TILING_PIXELS = 768 * 768  # "auto" tiles frames with more pixels than this (1280x720 has 921,600)

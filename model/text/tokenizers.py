@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import HotshotError, ModelFileError
+from ..errors import HotshotError, ModelFileError
 
 MODEL_MAX_LENGTH = 77
 BOS_TOKEN = "<|startoftext|>"

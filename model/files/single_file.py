@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError, ModelFileError
+from ..errors import InputError, ModelFileError
 from .sdxl_configs import shipped_config
 from .weights import check_state_dict, read_safetensors, safetensors_keys
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .text import Conditioning
+from ..text.encoders import Conditioning
 
 
 def micro_conditioning(original_size, target_size, crop_top_left=(0, 0)) -> torch.Tensor:
@@ -72,7 +72,7 @@ def guided_predictor(unet, conditions: Conditions, guidance: float, controls=())
             model_input = torch.cat([model_input, model_input])
         residuals = {}
         if controls:
-            from .controlnet.apply import control_residuals
+            from ..controlnet.apply import control_residuals
 
             residuals = control_residuals(controls, model_input, timestep, context, pooled, time_ids, frames, step)
         noise = unet(model_input, timestep, context, pooled, time_ids, **residuals).float()
@@ -103,7 +103,7 @@ def denoise(predict: Predictor, scheduler, noise: torch.Tensor, steps: int, gene
         latents = noise.float() * scheduler.init_noise_sigma
         timesteps = scheduler.timesteps
     else:
-        from .video2video.strength import start_from
+        from ..video2video.strength import start_from
 
         latents, timesteps = start_from(scheduler, init, noise, steps, strength)
     # Deterministic schedulers (UniPC, ...) take no generator; stochastic ones draw from ours.

@@ -1,7 +1,7 @@
 """The configs of the released Hotshot-XL components, shipped with the package as plain JSON.
 
 A user who has only an SDXL single-file checkpoint and the temporal-layers file has no model
-folder, hence no `config.json` files. `model/configs/` holds them, taken from the release
+folder, hence no `config.json` files. `model/files/configs/` holds them, taken from the release
 (hotshotco/Hotshot-XL, which uses SDXL base 1.0's VAE and text encoders unchanged):
 
     unet            Hotshot-XL UNet3DConditionModel (SDXL block layout plus temporal layers)
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from .errors import InputError
+from ..errors import InputError
 
 SHIPPED_CONFIGS = ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler", "model_index")
 

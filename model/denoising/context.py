@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .choices import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS  # noqa: F401 (re-exported)
-from .errors import InputError
-from .sampling import call_predictor
+from ..choices import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS  # noqa: F401 (re-exported)
+from ..errors import InputError
+from .loop import call_predictor
 
 if TYPE_CHECKING:
-    from .sampling import Predictor
+    from .loop import Predictor
 
 Window = tuple[int, ...]  # frame indices, in the order the UNet sees them
 
@@ -176,7 +176,7 @@ def windowed_predictor(predict: Predictor, options: ContextOptions, share=None) 
     """
 
     def predict_in_windows(latents: torch.Tensor, timestep: torch.Tensor, frames=None, step=None) -> torch.Tensor:
-        video_frames, frames = frames, latents.shape[2]  # `frames` given: the video's indices (see sampling.py)
+        video_frames, frames = frames, latents.shape[2]  # `frames` given: the video's indices (see loop.py)
         windows = context_windows(frames, options, timestep)
         if len(windows) == 1:
             return call_predictor(predict, latents, timestep, video_frames, step)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .sdxl_configs import shipped_config
-from .text import TextEncoders
+from ..text.encoders import TextEncoders
 from .weights import assign_state_dict, component_weight_files, read_safetensors, refuse_pickle
 
 

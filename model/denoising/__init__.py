@@ -1,0 +1,4 @@
+"""The denoising loop: the guided predictor, initial noise and the step loop (`loop.py`), context windows and
+FreeNoise for videos longer than the model's window (`context.py`), and the diffusers schedulers the loop steps
+with (`schedulers.py`).
+"""
