@@ -16,8 +16,9 @@ MAX_LENGTH = 24  # positions in the released temporal layers' sinusoidal table
 SCHEDULES = ("uniform", "static")  # how windows are laid over the frames
 WEIGHTINGS = ("pyramid", "flat")  # how overlapping windows' predictions are blended
 NOISE_TYPES = ("independent", "freenoise")  # initial noise for videos longer than one window
-# ContextOptions' defaults, for --help (a test checks that they agree).
-CONTEXT_DEFAULTS = {"length": 8, "overlap": 4, "stride": 1, "schedule": "uniform", "weighting": "pyramid"}
+# ContextOptions' defaults (its fields read them from here).
+CONTEXT_DEFAULTS = {"length": 8, "overlap": 4, "stride": 1, "schedule": "uniform", "weighting": "pyramid", "loop": False}
+STRIDE_MAX = 64  # the widest context stride offered (any power of two is valid)
 
 # Schedulers (see denoising/schedulers.py, whose SCHEDULERS has these names in this order: a test checks).
 SCHEDULER_NAMES = ("euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm")

@@ -320,9 +320,9 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
     # With offload the weights are read straight to the CPU: they need not fit the device at once.
     load_device = device if offload == "none" else torch.device("cpu")
     if str(model) == TINY_RANDOM:
-        from .tiny import tiny_random_pipeline
+        from .tiny import tiny_random_components
 
-        pipe = tiny_random_pipeline(dtype=dtype, device=load_device)
+        pipe = HotshotXLPipeline(**tiny_random_components(dtype=dtype, device=load_device))
         if fp8:
             use_float8(pipe.unet, dtype)
         return _speed_up(pipe, device, offload, compile)

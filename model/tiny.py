@@ -41,11 +41,12 @@ TINY_TEXT = {
 }
 
 
-def tiny_random_pipeline(dtype: torch.dtype = torch.float32, device="cpu", seed: int = 0):
+def tiny_random_components(dtype: torch.dtype = torch.float32, device="cpu", seed: int = 0) -> dict:
+    """The keyword arguments of HotshotXLPipeline for tiny-random (pipeline.py builds it: this module
+    never imports the pipeline, so the two do not import each other)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from .pipeline import HotshotXLPipeline
     from .text.tokenizers import byte_level_tokenizers
 
     torch.manual_seed(seed)
@@ -57,7 +58,8 @@ def tiny_random_pipeline(dtype: torch.dtype = torch.float32, device="cpu", seed:
     modules = [torch.nn.Module.to(m, device, dtype).eval().requires_grad_(False)
                for m in (unet, vae, text_encoder, text_encoder_2)]
     text = TextEncoders(*byte_level_tokenizers(), modules[2], modules[3], force_zeros_for_empty_prompt=True)
-    return HotshotXLPipeline(modules[0], modules[1], text, shipped_config("scheduler"), name="tiny-random")
+    return {"unet": modules[0], "vae": modules[1], "text": text, "scheduler_config": shipped_config("scheduler"),
+            "name": "tiny-random"}
 
 
 def fastest_dtype(device) -> torch.dtype:

@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 
 from . import host
-from .loaders import CATEGORY, MODEL
-from .sampling import CONDITIONING, to_comfy_latent
+from .latents import to_comfy_latent
+from .types import CATEGORY, CONDITIONING, CONTROLNET, MODEL
 from ..model.errors import InputError, ModelFileError
 
-CONTROLNET = "HOTSHOT_XL_CONTROLNET"
 CONTROLNET_FOLDERS = ("controlnet",)  # ComfyUI's models/controlnet
 
 
@@ -136,12 +135,7 @@ class HotshotXLApplyControlNet:
         frames = image.detach().float().cpu().permute(0, 3, 1, 2).contiguous()  # (frames, 3, h, w) in 0..1
         control = Control(controlnet.net, frames, strength, start_percent, end_percent, name="controlnet",
                           handle=controlnet.handle)
-        try:
-            control.check()
-        except InputError as error:
-            field = error.name.rpartition(" ")[2]
-            raise InputError({"start": "start_percent", "end": "end_percent", "frames": "image"}.get(field, field),
-                             error.problem) from None
+        control.check(inputs={"strength": "strength", "start": "start_percent", "end": "end_percent", "frames": "image"})
         return (replace(conditioning, controls=(*conditioning.controls, control)),)
 
 

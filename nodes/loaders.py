@@ -7,11 +7,11 @@ tokenizers): every other node of the pack takes that one link, so there is nothi
 from __future__ import annotations
 
 from . import host
-from ..model.errors import HotshotError, InputError, ModelFileError
+from .types import CATEGORY, MODEL
+from ..model.choices import DTYPES as _DTYPES
+from ..model.errors import InputError, ModelFileError
 
-MODEL = "HOTSHOT_XL_MODEL"
-CATEGORY = "Hotshot-XL"
-DTYPES = ["auto", "bf16", "fp16", "fp32", "fp8"]
+DTYPES = list(_DTYPES)
 DEFAULT_CONFIGS = "default"
 
 DTYPE_TOOLTIP = ("Precision the weights are held and run in. auto: what the device runs best (bf16 where the "
@@ -64,6 +64,7 @@ def _load(name: str, blame: dict, tokenizer_input: str | None = None, **paths_an
     """load_pipeline on the offload device; a file's errors are reported against the node input that chose it
     (`blame`: path -> input name)."""
     from ..model.pipeline import load_pipeline
+    from ..model.text.tokenizers import VocabularyNotFound
 
     load_device, offload_device = host.devices("unet")
     dtype = paths_and_options.pop("dtype")
@@ -75,11 +76,11 @@ def _load(name: str, blame: dict, tokenizer_input: str | None = None, **paths_an
         if blamed is None:
             raise
         raise InputError(blamed, str(error)) from None
-    except HotshotError as error:
-        if type(error) is not HotshotError or tokenizer_input is None:
+    except VocabularyNotFound as error:
+        if tokenizer_input is None:
             raise
         # No CLIP vocabulary found for a single file: name the input that can provide one.
-        searched = str(error).rpartition("Searched: ")[2]
+        searched = error.searched
         raise InputError(tokenizer_input, "no CLIP tokenizer found for the single-file checkpoint (it holds none, "
                          "and nothing is downloaded): choose a diffusers-layout folder with tokenizer/ and "
                          "tokenizer_2/ (the released Hotshot-XL folder will do), or install open_clip_torch "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 from . import host
-from .loaders import CATEGORY, MODEL
+from .types import CATEGORY, MODEL
 from ..model.errors import InputError, ModelFileError
 
 LORA_FOLDERS = ("loras",)

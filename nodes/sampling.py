@@ -8,28 +8,16 @@ VAE Decode turns them into an IMAGE batch of frames.
 from __future__ import annotations
 
 from . import host
-from .loaders import CATEGORY, MODEL
+from .latents import from_comfy_latent, to_comfy_latent
 from .lora import applied
+from .types import CATEGORY, CONDITIONING, CONTEXT_OPTIONS, MODEL, SCHEDULER
+# The option lists, defaults and ranges are model/choices.py's (plain data: no torch or diffusers import).
+from ..model import choices
 from ..model.errors import InputError
 
-CONDITIONING = "HOTSHOT_XL_CONDITIONING"
-CONTEXT_OPTIONS = "HOTSHOT_XL_CONTEXT_OPTIONS"
-LATENT_CHANNELS = 4
-
-# model/schedulers.py's SCHEDULERS, named here so the option list needs no diffusers import
-# (tests check that both agree).
-SCHEDULER_NAMES = ["euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm"]
-DEFAULT_SCHEDULER = "euler_a"
-SCHEDULER = "HOTSHOT_XL_SCHEDULER"
+SCHEDULER_NAMES = list(choices.SCHEDULER_NAMES)
 MODEL_DEFAULT = "model default"  # keep the model folder's scheduler config
-TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"]
-PREDICTION_TYPES = ["epsilon", "v_prediction"]
-
-# model/context.py's choices, named here for the same reason (tests check that they agree).
-CONTEXT_LENGTH_MAX = 24
-CONTEXT_SCHEDULES = ["uniform", "static"]
-CONTEXT_WEIGHTINGS = ["pyramid", "flat"]
-NOISE_TYPES = ["independent", "freenoise"]
+CONTEXT = choices.CONTEXT_DEFAULTS
 
 # Settings fields -> the sampler inputs that set them, for error messages in the node's terms.
 _INPUT_OF = {"guidance": "cfg", "context": "context_options", "strength": "denoise"}
@@ -37,35 +25,6 @@ _INPUT_OF = {"guidance": "cfg", "context": "context_options", "strength": "denoi
 MAX_SIZE = 4096
 MAX_FRAMES = 4096
 DEFAULT_PROMPT = "a bulldog in the captains chair of a spaceship, hd, high quality"
-
-
-def to_comfy_latent(latents, scale: float) -> dict:
-    """(1, 4, frames, h, w) sampling latents -> a ComfyUI LATENT of raw latents (frames, 4, h, w)."""
-    samples = (latents[0].transpose(0, 1).float() / scale).contiguous()
-    return {"samples": samples.to(host.intermediate_device())}
-
-
-def from_comfy_latent(latent, scale: float, input_name: str = "samples"):
-    """A ComfyUI LATENT (frames, 4, h, w), or (1, 4, frames, h, w) -> (1, 4, frames, h, w) sampling latents."""
-    import torch
-
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not isinstance(samples, torch.Tensor):
-        raise InputError(input_name, f"expected a LATENT (a dict holding a 'samples' tensor), got {type(latent).__name__}")
-    if samples.ndim == 4:
-        video = samples.transpose(0, 1).unsqueeze(0)  # (frames, c, h, w) -> (1, c, frames, h, w)
-    elif samples.ndim == 5 and samples.shape[0] == 1:
-        video = samples
-    else:
-        raise InputError(input_name, "expected video latents as a batch of frames (frames, 4, height/8, width/8), "
-                         f"got shape {tuple(samples.shape)}")
-    if video.shape[1] != LATENT_CHANNELS:
-        raise InputError(input_name, f"expected SDXL latents with {LATENT_CHANNELS} channels, got {video.shape[1]} "
-                         "(latents of another model family cannot be decoded by the SDXL VAE)")
-    if video.shape[2] < 1 or not video.is_floating_point():
-        raise InputError(input_name, f"expected float latents with at least one frame, got {tuple(samples.shape)} "
-                         f"{samples.dtype}")
-    return video.float() * scale
 
 
 def _on_cpu(conditions):
@@ -138,7 +97,7 @@ class HotshotXLSampler:
                 "model": (MODEL, {"tooltip": "The Hotshot-XL model that denoises the video."}),
                 "conditioning": (CONDITIONING, {"tooltip": "Prompts from Hotshot-XL Text Encode (made with the "
                                                            "same model)."}),
-                "seed": ("INT", {"default": 455, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "seed": ("INT", {"default": 455, "min": 0, "max": choices.SEED_MAX, "control_after_generate": True,
                                  "tooltip": "The random seed of the initial noise (drawn on the CPU, so a seed gives "
                                             "the same video on any device)."}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Number of denoising steps."}),
@@ -146,7 +105,7 @@ class HotshotXLSampler:
                                   "tooltip": "Classifier-free guidance scale: how strongly the video follows the "
                                              "prompt against the negative prompt. 1 or less switches guidance off "
                                              "(twice as fast)."}),
-                "scheduler": (SCHEDULER_NAMES, {"default": DEFAULT_SCHEDULER,
+                "scheduler": (SCHEDULER_NAMES, {"default": choices.DEFAULT_SCHEDULER,
                                                 "tooltip": "The sampling algorithm. euler_a (Euler ancestral) is the "
                                                            "release's; lcm is for LCM-distilled weights (4-8 steps, "
                                                            "cfg 1-2)."}),
@@ -163,7 +122,7 @@ class HotshotXLSampler:
             "optional": {
                 "context_options": (CONTEXT_OPTIONS, {"tooltip": "Optional: sample in overlapping windows of frames "
                                                                  "(from Hotshot-XL Context Options), for long videos."}),
-                "noise": (NOISE_TYPES, {"default": "independent",
+                "noise": (list(choices.NOISE_TYPES), {"default": choices.NOISE_TYPES[0],
                                         "tooltip": "Initial noise. independent: a fresh draw for every frame, as the "
                                                    "release. freenoise: the first window's noise reused, shuffled, "
                                                    "along the video, for long videos that stay more consistent."}),
@@ -239,7 +198,7 @@ class HotshotXLSampler:
 def _activation_bytes(settings, unet) -> int:
     """A rough bound on sampling memory beyond the weights, for ComfyUI to free room: the widest
     activations (1280 channels at 1/8 scale) for both guidance halves, a few held at once."""
-    length = CONTEXT_LENGTH_MAX if settings.context is None else settings.context.length
+    length = choices.MAX_LENGTH if settings.context is None else settings.context.length
     window = min(settings.frames, length)
     halves = 2 if settings.guidance > 1 else 1
     element = unet.module.dtype.itemsize if hasattr(unet.module, "dtype") else 4
@@ -251,15 +210,15 @@ class HotshotXLScheduler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "scheduler": (SCHEDULER_NAMES, {"default": DEFAULT_SCHEDULER,
+                "scheduler": (SCHEDULER_NAMES, {"default": choices.DEFAULT_SCHEDULER,
                                                 "tooltip": "The sampling algorithm. euler_a (Euler ancestral) is the "
                                                            "release's; lcm is for LCM-distilled weights."}),
-                "timestep_spacing": ([MODEL_DEFAULT, *TIMESTEP_SPACINGS], {
+                "timestep_spacing": ([MODEL_DEFAULT, *choices.TIMESTEP_SPACINGS], {
                     "default": MODEL_DEFAULT,
                     "tooltip": "How the steps spread over the training timesteps. model default: the model folder's "
                                "scheduler config (leading for the release). trailing starts from pure noise: better "
                                "with few steps and for zero-SNR models."}),
-                "prediction_type": ([MODEL_DEFAULT, *PREDICTION_TYPES], {
+                "prediction_type": ([MODEL_DEFAULT, *choices.PREDICTION_TYPES], {
                     "default": MODEL_DEFAULT,
                     "tooltip": "What the UNet predicts. epsilon for the release and SDXL base; v_prediction for SDXL "
                                "fine-tunes trained that way."}),
@@ -293,25 +252,25 @@ class HotshotXLContextOptions:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "length": ("INT", {"default": 8, "min": 1, "max": CONTEXT_LENGTH_MAX,
+                "length": ("INT", {"default": CONTEXT["length"], "min": 1, "max": choices.MAX_LENGTH,
                                    "tooltip": "Frames per window, at most 24 (the positions the temporal layers "
                                               "know); Hotshot-XL was trained on 8."}),
-                "overlap": ("INT", {"default": 4, "min": 0, "max": CONTEXT_LENGTH_MAX - 1,
+                "overlap": ("INT", {"default": CONTEXT["overlap"], "min": 0, "max": choices.MAX_LENGTH - 1,
                                     "tooltip": "Frames shared by neighbouring windows, less than the length. More "
                                                "overlap blends windows more smoothly and costs more steps."}),
-                "stride": ("INT", {"default": 1, "min": 1, "max": 64,
+                "stride": ("INT", {"default": CONTEXT["stride"], "min": 1, "max": choices.STRIDE_MAX,
                                    "tooltip": "Largest spacing between a window's frames, a power of two. 1: windows "
                                               "of consecutive frames; 2, 4, ...: also windows of every 2nd, 4th, ... "
                                               "frame, which tie distant frames together."}),
-                "schedule": (CONTEXT_SCHEDULES, {"default": "uniform",
+                "schedule": (list(choices.SCHEDULES), {"default": CONTEXT["schedule"],
                                                  "tooltip": "uniform: windows shift a little from step to step, so no "
                                                             "seam stays on the same frames; static: the same windows "
                                                             "at every step."}),
-                "weighting": (CONTEXT_WEIGHTINGS, {"default": "pyramid",
+                "weighting": (list(choices.WEIGHTINGS), {"default": CONTEXT["weighting"],
                                                    "tooltip": "How overlapping windows are blended. pyramid: a frame "
                                                               "counts most in the windows where it is near the middle; "
                                                               "flat: all windows count the same."}),
-                "loop": ("BOOLEAN", {"default": False,
+                "loop": ("BOOLEAN", {"default": CONTEXT["loop"],
                                      "tooltip": "Windows wrap around the end, so the video loops without a jump."}),
             }
         }

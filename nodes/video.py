@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from . import host
-from .loaders import CATEGORY, MODEL
-from .sampling import from_comfy_latent
+from .latents import from_comfy_latent
+from .types import CATEGORY, MODEL
+from ..model.choices import VAE_TILING
 from ..model.errors import InputError
+from ..model.media.formats import DEFAULT_FPS, VIDEO_FORMATS
 
-FORMATS = ["mp4", "webm", "gif", "webp"]
-TILING = ["auto", "on", "off"]  # model/decode.py's VAE_TILING
+# The formats table's video files (a PNG sequence is a folder, not a file the output folder names).
+FORMATS = [suffix[1:] for suffix, form in VIDEO_FORMATS.items() if form.container != "image2"]
+TILING = list(VAE_TILING)
 # How the editor shows each format on the node: a video element for mp4/webm, an image element for
 # animated WebP (flagged animated) and GIF (not flagged: the editor would put it in a video element,
 # which cannot play GIF; an image element animates it by itself).
@@ -25,7 +28,7 @@ class HotshotXLDecode:
                                                   "or any SDXL LATENT."}),
                 "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256,
                                              "tooltip": "Frames the VAE decodes at once: fewer need less memory."}),
-                "tiling": (TILING, {"default": "auto", "tooltip": "Decode each frame in overlapping tiles, which needs "
+                "tiling": (TILING, {"default": TILING[0], "tooltip": "Decode each frame in overlapping tiles, which needs "
                                                                   "far less memory for large frames. auto: above "
                                                                   "768x768 pixels (e.g. for 1280x720)."}),
             }
@@ -64,7 +67,7 @@ class HotshotXLSaveVideo:
                                                           "never overwritten."}),
                 "format": (FORMATS, {"default": "mp4", "tooltip": "mp4: H.264, plays anywhere. webm: VP9. gif: "
                                                                   "256 colours. webp: animated WebP."}),
-                "fps": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1,
+                "fps": ("FLOAT", {"default": float(DEFAULT_FPS), "min": 0.1, "max": 240.0, "step": 0.1,
                                   "tooltip": "Frames per second; Hotshot-XL was trained on 8 fps clips."}),
                 "loop": ("INT", {"default": 0, "min": 0, "max": 65535,
                                  "tooltip": "How many times gif and webp files play (0: forever); mp4 and webm "

@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(tmp_path, fixt
         raise AssertionError("weights were loaded before the bad input was found")
 
     monkeypatch.setattr(model.pipeline, "load_unet", heavy)
-    monkeypatch.setattr(model.tiny, "tiny_random_pipeline", heavy)
+    monkeypatch.setattr(model.tiny, "tiny_random_components", heavy)
     mine = tmp_path / "mine.mp4"
     mine.write_bytes(b"the user's own file")
     fill = {"tmp": str(tmp_path), "fixtures": str(fixtures_dir)}

@@ -140,22 +140,40 @@ def test_file_lists_are_empty_without_a_models_folder(nodes, monkeypatch):
     assert input_specs(nodes["HotshotXLModelLoader"])[0][1] == []
 
 
-def test_option_lists_are_exactly_the_library_choices(nodes):
-    """The nodes name the library's choices without importing it (cheap option lists): they must agree."""
-    from model import context, decode
+def test_option_lists_defaults_and_ranges_are_the_librarys_own(nodes):
+    """Every option list, default and range a node shows, read from its INPUT_TYPES, is model/'s single source
+    (choices.py, ContextOptions' fields, the formats table), not a copy kept beside it."""
+    import dataclasses
 
-    sampler = {name: (kind, opts) for name, kind, opts, _ in input_specs(nodes["HotshotXLSampler"])}
-    kind, opts = sampler["scheduler"]
-    assert kind == list(SCHEDULERS) and opts["default"] == "euler_a"
-    assert sampler["noise"][0] == list(context.NOISE_TYPES)
-    assert sampler["seed"][1]["control_after_generate"] is True
-    options = {name: (kind, opts) for name, kind, opts, _ in input_specs(nodes["HotshotXLContextOptions"])}
-    assert options["schedule"][0] == list(context.SCHEDULES)
-    assert options["weighting"][0] == list(context.WEIGHTINGS)
-    assert options["length"][1]["max"] == context.MAX_LENGTH
-    defaults = {name: opts["default"] for name, (_, opts) in options.items()}
-    assert context.ContextOptions(**defaults) == context.ContextOptions()  # the node's defaults are the library's
-    assert input_specs(nodes["HotshotXLDecode"])[3][1] == list(decode.VAE_TILING)
+    from model import choices
+    from model.denoising.context import ContextOptions
+    from model.media.formats import DEFAULT_FPS, VIDEO_FORMATS
+
+    def specs(node):
+        return {name: (kind, opts) for name, kind, opts, _ in input_specs(nodes[node])}
+
+    sampler = specs("HotshotXLSampler")
+    assert sampler["scheduler"] == (list(SCHEDULERS), {**sampler["scheduler"][1], "default": choices.DEFAULT_SCHEDULER})
+    assert list(SCHEDULERS) == list(choices.SCHEDULER_NAMES)
+    assert sampler["noise"][0] == list(choices.NOISE_TYPES)
+    assert sampler["seed"][1]["max"] == choices.SEED_MAX and sampler["seed"][1]["control_after_generate"] is True
+    scheduler = specs("HotshotXLScheduler")
+    assert scheduler["scheduler"][0] == list(SCHEDULERS)
+    assert scheduler["timestep_spacing"][0][1:] == list(choices.TIMESTEP_SPACINGS)
+    assert scheduler["prediction_type"][0][1:] == list(choices.PREDICTION_TYPES)
+    options = specs("HotshotXLContextOptions")
+    assert options["schedule"][0] == list(choices.SCHEDULES)
+    assert options["weighting"][0] == list(choices.WEIGHTINGS)
+    assert options["length"][1]["max"] == choices.MAX_LENGTH and options["overlap"][1]["max"] == choices.MAX_LENGTH - 1
+    library_defaults = {field.name: field.default for field in dataclasses.fields(ContextOptions)}
+    assert {name: opts["default"] for name, (_, opts) in options.items()} == library_defaults
+    for loader in ("HotshotXLModelLoader", "HotshotXLCheckpointLoader"):
+        assert specs(loader)["dtype"][0] == list(choices.DTYPES)
+    decode = specs("HotshotXLDecode")
+    assert decode["tiling"][0] == list(choices.VAE_TILING)
+    save = specs("HotshotXLSaveVideo")
+    assert save["format"][0] == [suffix[1:] for suffix in VIDEO_FORMATS if suffix != ".png"]
+    assert save["fps"][1]["default"] == DEFAULT_FPS
 
 
 def test_importing_and_listing_nodes_loads_no_heavy_library(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model import video
+from model.media import video
 from model.errors import InputError
 from model.media.video import pad_to_even, read_video, write_video
 

@@ -35,28 +35,33 @@ class Control:
     name: str = "controlnet"  # how errors name this control (a flag or node input)
     handle: object = None  # what a host keeps to manage the net's memory (the ComfyUI nodes' Managed)
 
-    def check(self, frames: int | None = None, height: int | None = None, width: int | None = None) -> None:
-        """InputError naming the bad setting, before any heavy work."""
+    def check(self, frames: int | None = None, height: int | None = None, width: int | None = None,
+              inputs: dict[str, str] | None = None) -> None:
+        """InputError naming the bad setting, before any heavy work: `inputs` maps a field (strength, start, end,
+        frames) to the caller's name for it (a node input); by default "<name> <field>"."""
+        def named(field: str) -> str:
+            return inputs[field] if inputs and field in inputs else f"{self.name} {field}"
+
         for field in ("strength", "start", "end"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"{self.name} {field}", f"must be a finite number, got {value!r}")
+                raise InputError(named(field), f"must be a finite number, got {value!r}")
         if self.strength < 0:
-            raise InputError(f"{self.name} strength", f"must be zero or more, got {self.strength}")
+            raise InputError(named("strength"), f"must be zero or more, got {self.strength}")
         if not (0 <= self.start < self.end <= 1):
-            raise InputError(f"{self.name} start", f"start and end must satisfy 0 <= start < end <= 1, got start "
+            raise InputError(named("start"), f"start and end must satisfy 0 <= start < end <= 1, got start "
                              f"{self.start}, end {self.end}")
         if self.frames.ndim != 4 or self.frames.shape[1] != 3:
-            raise InputError(f"{self.name} frames",
+            raise InputError(named("frames"),
                              f"expected (frames, 3, height, width), got {tuple(self.frames.shape)}")
         if not torch.isfinite(self.frames).all():
-            raise InputError(f"{self.name} frames", "hold NaN or infinite values")
+            raise InputError(named("frames"), "hold NaN or infinite values")
         count = self.frames.shape[0]
         if frames is not None and count != 1 and count < frames:
-            raise InputError(f"{self.name} frames", f"{count} control frames for a {frames}-frame video: give at "
+            raise InputError(named("frames"), f"{count} control frames for a {frames}-frame video: give at "
                              "least one per frame (or a single image for all)")
         if height is not None and tuple(self.frames.shape[-2:]) != (height, width):
-            raise InputError(f"{self.name} frames", f"are {self.frames.shape[-1]}x{self.frames.shape[-2]}, the "
+            raise InputError(named("frames"), f"are {self.frames.shape[-1]}x{self.frames.shape[-2]}, the "
                              f"video {width}x{height}: resize them to the video (frames.resize_frames)")
 
     def fitted(self, width: int, height: int) -> "Control":

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..choices import MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS  # noqa: F401 (re-exported)
+from ..choices import CONTEXT_DEFAULTS, MAX_LENGTH, NOISE_TYPES, SCHEDULES, WEIGHTINGS  # noqa: F401 (re-exported)
 from ..errors import InputError
 from .loop import call_predictor
 
@@ -53,12 +53,12 @@ class ContextOptions:
     Invalid values raise InputError naming the field at construction.
     """
 
-    length: int = 8
-    overlap: int = 4
-    stride: int = 1
-    schedule: str = "uniform"
-    weighting: str = "pyramid"
-    loop: bool = False
+    length: int = CONTEXT_DEFAULTS["length"]
+    overlap: int = CONTEXT_DEFAULTS["overlap"]
+    stride: int = CONTEXT_DEFAULTS["stride"]
+    schedule: str = CONTEXT_DEFAULTS["schedule"]
+    weighting: str = CONTEXT_DEFAULTS["weighting"]
+    loop: bool = CONTEXT_DEFAULTS["loop"]
 
     def __post_init__(self):
         for name in ("length", "overlap", "stride"):

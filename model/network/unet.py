@@ -21,12 +21,12 @@ from .pieces import pieces, resolve_budget
 
 def _differentiable_in_train_mode(forward):
     """Eval mode: the inference forward below, without autograd. Train mode: the plain-op forward
-    of train/graph.py on the same modules, which autograd can differentiate."""
+    of train_forward.py on the same modules, which autograd can differentiate."""
 
     @functools.wraps(forward)
     def dispatch(self, *args, **kwargs):
         if self.training:
-            from ..train.graph import unet_forward
+            from .train_forward import unet_forward
 
             return unet_forward(self, *args, **kwargs)
         with torch.no_grad():
@@ -43,7 +43,7 @@ class HotshotXLUNet(nn.Module):
     (batch, 1280) and SDXL's six micro-conditioning numbers (batch, 6); it returns the predicted
     noise with the shape of `sample`. A single frame runs the image path: no temporal layers.
     Built in eval mode, where the forward pass runs under `torch.no_grad()`; after `unet.train()`
-    it builds the autograd graph instead (train/graph.py).
+    it builds the autograd graph instead (train_forward.py).
     """
 
     def __init__(self, config: UNetConfig):

@@ -43,6 +43,14 @@ NOT_FOUND = (
 )
 
 
+class VocabularyNotFound(HotshotError):
+    """No CLIP vocabulary anywhere: `searched` lists the places looked in (the nodes name their own input)."""
+
+    def __init__(self, searched: str):
+        self.searched = searched
+        super().__init__(NOT_FOUND.format(searched=searched))
+
+
 def load_tokenizers(source: str | Path | None = None):
     """(tokenizer, tokenizer_2): transformers CLIPTokenizers for SDXL's two text encoders.
 
@@ -54,7 +62,7 @@ def load_tokenizers(source: str | Path | None = None):
         source = find_vocabulary()
         if source is None:
             searched = ", ".join(f"{package}/{inner}" for package, inner in SEARCH)
-            raise HotshotError(NOT_FOUND.format(searched=searched))
+            raise VocabularyNotFound(searched)
     source = Path(source).expanduser()
     if not source.exists():
         raise ModelFileError(source, "tokenizer source not found")

@@ -28,7 +28,7 @@ from ..errors import InputError, ModelFileError
 from ..files.loading import is_temporal_key
 from . import checkpoint as checkpoints
 from .data import Clip, epoch_batches, load_clip
-from .graph import set_gradient_checkpointing
+from ..network.train_forward import set_gradient_checkpointing
 from .lora import MotionLoRA
 from .objective import Objective
 
