@@ -36,7 +36,7 @@ def our_train_worker(args) -> None:
 
     from model.network.config import UNetConfig
     from model.files.loading import is_temporal_key
-    from model.network.train_forward import set_gradient_checkpointing
+    from model.network.unet import set_gradient_checkpointing
     from model.network.unet import HotshotXLUNet
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]

@@ -9,7 +9,9 @@ ASPECT_BUCKETS = [(320, 768), (384, 672), (416, 608), (512, 512), (608, 416), (6
 
 DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8")  # "auto": see precision.default_dtype
 OFFLOAD_MODES = ("none", "model", "sequential")  # see memory/offload.py
-VAE_TILING = ("auto", "on", "off")  # see decode.wants_tiling
+VAE_TILING = ("auto", "on", "off")  # see media/decode.wants_tiling
+TRAIN_DTYPES = ("auto", "bf16", "fp32")  # the trainer's compute dtypes: see memory/precision.training_dtype
+SAVE_DTYPES = ("fp32", "fp16", "bf16")  # the dtypes trained temporal layers are written in
 
 # Context windows (see denoising/context.py).
 MAX_LENGTH = 24  # positions in the released temporal layers' sinusoidal table

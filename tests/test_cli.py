@@ -348,7 +348,6 @@ def test_choices_without_torch_agree_with_the_modules_that_use_them():
     from model.denoising.schedulers import SCHEDULERS
 
     assert tuple(SCHEDULERS) == choices.SCHEDULER_NAMES
-    assert ContextOptions(**choices.CONTEXT_DEFAULTS) == ContextOptions()
     defaults = {a.dest: a.default for a in build_parser()._actions}
     for field in ("width", "height", "frames", "steps", "guidance", "seed", "scheduler", "decode_chunk", "noise",
                   "vae_tiling"):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from model.files.loading import is_temporal_key, load_unet
 from model.train import cli
-from model.network.train_forward import set_gradient_checkpointing
+from model.network.unet import set_gradient_checkpointing
 from model.media.video import write_video
 
 from tests.goldens import golden_mismatches

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.controlnet.frames import read_frames
+from model.media.frames import read_frames
 from model.errors import InputError
 from model.pipeline import load_pipeline
 from model.sample import run

@@ -103,7 +103,7 @@ def caption_sources(sources, folder, device="auto", log=print, prefix: str = "",
 
     Returns {source path: caption written}. Unreadable clips are logged and skipped.
     """
-    from ..train.data import read_frames
+    from ..media.clips import read_frames
 
     todo = [s for s in sources if not s.caption]
     if not todo:

@@ -28,7 +28,7 @@ def run(argv=None) -> int:
         for name in ("frames_shown", "max_tokens"):
             if getattr(args, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')}", f"must be positive, got {getattr(args, name)}")
-        from ..train.data import find_sources, missing_captions
+        from ..media.clips import find_sources, missing_captions
         from .captioner import caption_sources, check_captioner
 
         check_captioner(args.captioner)

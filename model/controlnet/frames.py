@@ -1,62 +1,22 @@
 """Frames from the user's files, fitted to the video: control frames, and video-to-video inputs.
 
-`read_frames(path)` takes a video file (mp4, webm, gif, webp, ...: video.read_video), a folder of
-images (read in name order) or one image; `fit_frames(frames, width, height)` scales each frame to
+Files are read by media/frames.py's `read_frames` (a video file, an image folder or one image);
+`fit_frames(frames, width, height)` scales each frame to
 cover the video (aspect kept, Lanczos, as the original inference.py's `scale_aspect_fill`) and
 crops the centre. `canny` is OpenCV's Canny edge detector, for frames that are not edges already.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..media.frames import read_frames
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 PREPROCESSORS = ("none", "canny")
 CANNY_THRESHOLDS = (100, 200)  # low, high: the values of diffusers' SDXL canny ControlNet examples
-
-
-def _read_image(file: Path, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            return np.array(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as error:
-        raise InputError(name, f"{file} is not a readable image ({error})") from None
-
-
-def read_frames(path, name: str = "frames") -> torch.Tensor:
-    """uint8 frames (frames, height, width, 3) from a video file, an image folder or one image.
-
-    Errors are InputErrors under `name` (the flag or node input the path came from).
-    """
-    from ..media.video import read_video
-
-    path = Path(path).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(name, f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        arrays = [_read_image(file, name) for file in files]
-        if len({a.shape for a in arrays}) != 1:
-            raise InputError(name, f"images in {path} are not all the same size")
-        return torch.from_numpy(np.stack(arrays))
-    if not path.is_file():
-        raise InputError(name, f"{path} not found (expected a video file, an image folder or an image)")
-    if path.suffix.lower() in IMAGE_SUFFIXES and path.suffix.lower() != ".webp":
-        return torch.from_numpy(_read_image(path, name)[None])
-    try:
-        frames, _ = read_video(path)
-    except InputError as error:
-        raise InputError(name, f"{path}: {error.problem}") from None
-    except Exception as error:  # PyAV/FFmpeg errors for unreadable or truncated files
-        raise InputError(name, f"{path} is not a readable video ({type(error).__name__}: {error})") from None
-    return frames
 
 
 def fit_frames(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:

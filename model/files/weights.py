@@ -18,8 +18,7 @@ from safetensors import safe_open
 from torch import nn
 
 from ..errors import ModelFileError
-
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+from .suffixes import PICKLE_SUFFIXES  # noqa: F401 (re-exported)
 
 
 def refuse_pickle(path: Path) -> None:

@@ -29,11 +29,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..errors import ModelFileError
+from ..files.suffixes import PICKLE_SUFFIXES
 
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 MOTION_FORMAT = "hotshot-xl-motion-lora"
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 # Top-level UNet modules: a file without component prefixes holding these is a bare UNet LoRA.
 _UNET_ROOTS = ("down_blocks.", "mid_block.", "up_blocks.", "conv_in.", "conv_out.", "time_embedding.",
                "add_embedding.")

@@ -76,6 +76,18 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, name: s
     return DTYPES[key]
 
 
+def training_dtype(dtype: str | torch.dtype | None, device: torch.device, name: str = "dtype") -> torch.dtype:
+    """The trainer's compute dtype: bf16 (it keeps float32 masters of the trained weights) or fp32. "auto" is
+    bf16 only on CUDA GPUs that run it natively, else fp32: unlike sampling, training does not take fp16 (its
+    range needs loss scaling) nor the CPUs' bf16 (one training step's gradients are checked in fp32)."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    chosen = resolve_dtype(dtype, device, name)
+    if chosen not in (torch.bfloat16, torch.float32):
+        raise InputError(name, f"training computes in bf16 or fp32, got {dtype!r}")
+    return chosen
+
+
 def resolve_precision(dtype: str | torch.dtype | None, device: torch.device,
                       name: str = "dtype") -> tuple[torch.dtype, bool]:
     """(compute dtype, whether Linear/Conv2d weights are stored in fp8) for a dtype option that may

@@ -97,3 +97,8 @@ class FeedForward(nn.Module):
         for layer in self.net:
             x = layer(x)
         return x
+
+    def train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same result with plain autograd ops (train mode)."""
+        hidden, gate = self.net[0].proj(x).chunk(2, dim=-1)
+        return self.net[2](self.net[1](hidden * F.gelu(gate)))

@@ -10,7 +10,11 @@ Attribute names mirror the released checkpoint so its state dict loads without r
 Memory: large activations are processed a few frames at a time (`pieces.py`) into outputs
 allocated once; up blocks pass their skip connection alongside the activation instead of
 concatenating the two whole; and the transformers write their residual sum into their input's
-memory (`out=x`). The UNet is for inference: it runs without autograd (see unet.py).
+memory (`out=x`). In eval mode the UNet runs without autograd (see unet.py).
+
+One forward per block, two paths: `forward` (inference, in place and piece by piece) and, beside it,
+`train_forward` (train mode: the same arithmetic with whole tensors and out-of-place autograd ops), so a
+change to a block is made to both in one place.
 """
 
 from __future__ import annotations
@@ -57,6 +61,20 @@ class Conv2d(nn.Conv2d):
             out[:, rows] = piece
             del piece
         return out
+
+
+def whole_conv(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The convolution of an nn.Conv2d (also the piecewise Conv2d above), whole: for the train-mode path."""
+    return module._conv_forward(x, module.weight, module.bias)
+
+
+def _train_after_resnet(block, i: int, x, context, frames: int, temporal: bool):
+    """Train mode: a down or up block's spatial transformer and temporal layer after its resnet `i`."""
+    if block.attentions is not None:
+        x = block.attentions[i].train_forward(x, context)
+    if temporal:
+        x = block.temporal_attentions[i].train_forward(x, frames)
+    return x
 
 
 def _channel_cat(parts: list[torch.Tensor], rows: slice) -> torch.Tensor:
@@ -112,6 +130,18 @@ class ResnetBlock(nn.Module):
             del a, shortcut
         return h if self.output_scale_factor == 1.0 else h.div_(self.output_scale_factor)
 
+    def train_forward(self, x: torch.Tensor, temb: torch.Tensor, frames: int, skip: torch.Tensor | None = None):
+        """`forward` with plain autograd ops (train mode): whole tensors, out of place."""
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        # (batch, out) -> (batch*frames, out, 1, 1)
+        t = self.time_emb_proj(F.silu(temb)).to(x.dtype).repeat_interleave(frames, dim=0)[:, :, None, None]
+        h = whole_conv(self.conv1, F.silu(self.norm1.train_forward(x, frames))) + t
+        h = whole_conv(self.conv2, self.dropout(F.silu(self.norm2.train_forward(h, frames))))
+        shortcut = x if self.conv_shortcut is None else whole_conv(self.conv_shortcut, x)
+        out = shortcut + h
+        return out if self.output_scale_factor == 1.0 else out / self.output_scale_factor
+
 
 class TransformerBlock(nn.Module):
     """Pre-norm self-attention, cross-attention to the text, GEGLU feed-forward."""
@@ -131,6 +161,12 @@ class TransformerBlock(nn.Module):
         x.add_(self.attn1(self.norm1(x)))
         x.add_(self.attn2(self.norm2(x), context))
         return x.add_(self.ff(self.norm3(x)))
+
+    def train_forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """`forward` with plain autograd ops (train mode)."""
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff.train_forward(self.norm3(x))
 
 
 class SpatialTransformer(nn.Module):
@@ -177,6 +213,24 @@ class SpatialTransformer(nn.Module):
                 h = self.proj_out(h)
             torch.add(x[rows], h, out=out[rows])
         return out
+
+    def train_forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """`forward` with plain autograd ops (train mode): whole tensors, out of place."""
+        images, channels, height, width = x.shape
+        h = self.norm.train_forward(x, frames=1)
+        if not self.linear_projection:
+            h = whole_conv(self.proj_in, h)
+        h = h.permute(0, 2, 3, 1).reshape(images, height * width, channels)  # (images, h*w, c)
+        if self.linear_projection:
+            h = self.proj_in(h)
+        for block in self.transformer_blocks:
+            h = block.train_forward(h, context)
+        if self.linear_projection:
+            h = self.proj_out(h)
+        h = h.view(images, height, width, channels).permute(0, 3, 1, 2)
+        if not self.linear_projection:
+            h = whole_conv(self.proj_out, h)
+        return x + h
 
 
 class Downsample(nn.Module):
@@ -255,6 +309,17 @@ class DownBlock(nn.Module):
             skips.append(x)
         return x, skips
 
+    def train_forward(self, x, temb, context, frames: int, temporal: bool):
+        """`forward` with plain autograd ops (train mode)."""
+        skips = []
+        for i, res in enumerate(self.resnets):
+            x = _train_after_resnet(self, i, res.train_forward(x, temb, frames), context, frames, temporal)
+            skips.append(x)
+        if self.downsamplers is not None:
+            x = whole_conv(self.downsamplers[0].conv, x)
+            skips.append(x)
+        return x, tuple(skips)
+
 
 class MidBlock(nn.Module):
     """Resnet, spatial transformer, resnet. No temporal layer here, as released."""
@@ -275,6 +340,12 @@ class MidBlock(nn.Module):
         x = self.resnets[0](x, temb, frames)
         x = self.attentions[0](x, context, frames, out=x)
         return self.resnets[1](x, temb, frames)
+
+    def train_forward(self, x, temb, context, frames: int):
+        """`forward` with plain autograd ops (train mode)."""
+        x = self.resnets[0].train_forward(x, temb, frames)
+        x = self.attentions[0].train_forward(x, context)
+        return self.resnets[1].train_forward(x, temb, frames)
 
 
 class UpBlock(nn.Module):
@@ -311,4 +382,15 @@ class UpBlock(nn.Module):
                 x = self.temporal_attentions[i](x, frames, out=x)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
+        return x
+
+    def train_forward(self, x, skips: tuple, temb, context, frames: int, temporal: bool, upsample_size=None):
+        """`forward` with plain autograd ops (train mode). `skips`: this block's skip connections in the
+        order they were made; used last first."""
+        for i, res in enumerate(self.resnets):
+            x = res.train_forward(x, temb, frames, skip=skips[-1 - i])
+            x = _train_after_resnet(self, i, x, context, frames, temporal)
+        if self.upsamplers is not None:
+            size = tuple(upsample_size) if upsample_size is not None else (2 * x.shape[-2], 2 * x.shape[-1])
+            x = whole_conv(self.upsamplers[0].conv, F.interpolate(x, size=size, mode="nearest"))
         return x

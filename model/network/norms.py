@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -58,3 +59,12 @@ class FrameGroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         return self.apply(x, *self.scale_shift([x], frames))
+
+    def train_forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """The same result with plain autograd ops (train mode): statistics over all `frames` of each video."""
+        if frames == 1:
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        # (batch*frames, c, h, w) -> (batch, c, frames, h, w): the original's 5D GroupNorm
+        videos = x.unflatten(0, (-1, frames)).transpose(1, 2)
+        out = F.group_norm(videos, self.num_groups, self.weight, self.bias, self.eps)
+        return out.transpose(1, 2).flatten(0, 1)

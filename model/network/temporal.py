@@ -81,6 +81,13 @@ class TemporalTransformerBlock(nn.Module):
             videos.add_(attn(norm(x), frames))
         return x.add_(self.ff(self.ff_norm(x)))
 
+    def train_forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """`forward` with plain autograd ops (train mode). x (batch*frames, tokens, c); each attention
+        returns (batch, frames, tokens, c)."""
+        for attention, norm in zip(self.attention_blocks, self.norms):
+            x = x + attention(norm(x), frames).reshape(x.shape)
+        return x + self.ff.train_forward(self.ff_norm(x))
+
 
 class TransformerTemporal(nn.Module):
     """GroupNorm per frame, linear in, temporal blocks, linear out, residual."""
@@ -111,3 +118,14 @@ class TransformerTemporal(nn.Module):
             h = self.proj_out(h).view(batch_frames, -1, width, channels).permute(0, 3, 1, 2)
             torch.add(part, h, out=out[:, :, rows])
         return out
+
+    def train_forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """`forward` with plain autograd ops (train mode): whole tensors, out of place."""
+        images, channels, height, width = x.shape
+        h = self.norm.train_forward(x, frames=1)  # statistics of each frame
+        h = h.permute(0, 2, 3, 1).reshape(images, height * width, channels)  # (batch*frames, h*w, c)
+        h = self.proj_in(h)
+        for block in self.transformer_blocks:
+            h = block.train_forward(h, frames)
+        h = self.proj_out(h).view(images, height, width, channels).permute(0, 3, 1, 2)
+        return x + h

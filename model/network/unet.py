@@ -1,7 +1,9 @@
 """The Hotshot-XL UNet: SDXL's UNet with a temporal layer after every down and up resnet.
 
-It is built for inference: `forward` runs without autograd, and the blocks write activations in
-place and piece by piece (`pieces.py`) to keep the memory above the weights small.
+It is built for inference: in eval mode `forward` runs without autograd, and the blocks write activations
+in place and piece by piece (`pieces.py`) to keep the memory above the weights small. In train mode
+(`unet.train()`) it runs each block's `train_forward` instead: the same arithmetic with whole tensors and
+out-of-place ops, which autograd differentiates, with optional gradient checkpointing per block.
 """
 
 from __future__ import annotations
@@ -12,23 +14,28 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from .blocks import DownBlock, FrameGroupNorm, MidBlock, UpBlock
+from .blocks import DownBlock, FrameGroupNorm, MidBlock, UpBlock, whole_conv
 from .config import UNetConfig
 from ..errors import InputError
 from .pieces import pieces, resolve_budget
 
 
+def set_gradient_checkpointing(unet, enabled: bool = True):
+    """Recompute each block's activations in the backward pass (less memory, ~1/3 more compute)."""
+    unet.gradient_checkpointing = bool(enabled)
+    return unet
+
+
 def _differentiable_in_train_mode(forward):
-    """Eval mode: the inference forward below, without autograd. Train mode: the plain-op forward
-    of train_forward.py on the same modules, which autograd can differentiate."""
+    """Eval mode: the inference forward below, without autograd. Train mode: `_train_forward`, the
+    blocks' plain-op forwards on the same modules, which autograd can differentiate."""
 
     @functools.wraps(forward)
     def dispatch(self, *args, **kwargs):
         if self.training:
-            from .train_forward import unet_forward
-
-            return unet_forward(self, *args, **kwargs)
+            return self._train_forward(*args, **kwargs)
         with torch.no_grad():
             return forward(self, *args, **kwargs)
 
@@ -43,7 +50,7 @@ class HotshotXLUNet(nn.Module):
     (batch, 1280) and SDXL's six micro-conditioning numbers (batch, 6); it returns the predicted
     noise with the shape of `sample`. A single frame runs the image path: no temporal layers.
     Built in eval mode, where the forward pass runs under `torch.no_grad()`; after `unet.train()`
-    it builds the autograd graph instead (train_forward.py).
+    it builds the autograd graph instead (`_train_forward`).
     """
 
     def __init__(self, config: UNetConfig):
@@ -142,6 +149,44 @@ class HotshotXLUNet(nn.Module):
             x = block(x, block_skips, temb, context, frames, temporal, upsample_size)
 
         x = self._out(x, frames)
+        # (batch*frames, c, h, w) -> (batch, c, frames, h, w)
+        return x.view(batch, frames, -1, height, width).transpose(1, 2)
+
+    def _train_forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
+                       text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None) -> torch.Tensor:
+        """`forward` in train mode: (batch, 4, frames, h, w) -> predicted noise, same shape, through each
+        block's `train_forward`; with `gradient_checkpointing` each block is recomputed in the backward pass."""
+        if sample.ndim != 5:
+            raise InputError("sample", f"expected (batch, channels, frames, height, width), got {tuple(sample.shape)}")
+        batch, _, frames, height, width = sample.shape
+        temporal = frames > 1 if temporal is None else temporal
+        if temporal and frames > self.config.temporal_max_frames:
+            raise InputError("frames", f"{frames} frames in one UNet pass, but the temporal layers know "
+                             f"{self.config.temporal_max_frames} positions")
+
+        def run(function, *args):
+            if getattr(self, "gradient_checkpointing", False) and torch.is_grad_enabled():
+                return checkpoint(function, *args, use_reentrant=False)
+            return function(*args)
+
+        dtype = self.dtype
+        temb = self._embed_time(timestep, batch, text_embeds, time_ids)
+        context = encoder_hidden_states.to(dtype)
+        # (batch, c, frames, h, w) -> (batch*frames, c, h, w)
+        x = whole_conv(self.conv_in, sample.to(dtype).transpose(1, 2).reshape(batch * frames, -1, height, width))
+
+        skips = [x]
+        for block in self.down_blocks:
+            x, block_skips = run(block.train_forward, x, temb, context, frames, temporal)
+            skips.extend(block_skips)
+        x = run(self.mid_block.train_forward, x, temb, context, frames)
+        for block in self.up_blocks:
+            count = len(block.resnets)
+            block_skips, skips = tuple(skips[-count:]), skips[:-count]
+            upsample_size = skips[-1].shape[-2:] if skips and block.upsamplers is not None else None
+            x = run(block.train_forward, x, block_skips, temb, context, frames, temporal, upsample_size)
+
+        x = whole_conv(self.conv_out, F.silu(self.conv_norm_out.train_forward(x, frames)))
         # (batch*frames, c, h, w) -> (batch, c, frames, h, w)
         return x.view(batch, frames, -1, height, width).transpose(1, 2)
 

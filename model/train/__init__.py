@@ -5,6 +5,6 @@
 - lora.py: low-rank adapters on the temporal layers' Linear modules, and the motion-LoRA file;
 - checkpoint.py: atomic training checkpoints and resuming from the newest complete one;
 - trainer.py: the training loop (mixed precision, accumulation, clipping, schedule, DDP); the UNet's
-  differentiable forward, used in train mode, lives beside its blocks (network/train_forward.py);
+  differentiable forward, used in train mode, is each block's `train_forward` (model/network/);
 - cli.py: `python -m model.train`.
 """

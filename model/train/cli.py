@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+from ..choices import SAVE_DTYPES, TRAIN_DTYPES
 from ..errors import HotshotError, InputError, ModelFileError
 
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
@@ -24,7 +25,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        "weights, VAE and text encoders")
     model.add_argument("--tokenizer", help="folder with tokenizer/ and tokenizer_2/ (single files carry none)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (under torchrun: each rank's GPU)")
-    model.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
+    model.add_argument("--dtype", default="auto", choices=TRAIN_DTYPES,
                        help="compute precision; bf16 keeps float32 copies of the trained weights; auto: bf16 on "
                        "GPUs that have it, else fp32")
 
@@ -65,7 +66,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: the rank, i.e. scale 1)")
     train.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute each UNet block in the backward pass: much less memory, ~30%% slower")
-    train.add_argument("--save-dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
+    train.add_argument("--save-dtype", default="fp32", choices=SAVE_DTYPES,
                        help="precision of the written temporal layers (a LoRA is always float32)")
 
     runs = parser.add_argument_group("long runs")
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 def prepare_clips(options, log):
     """Sources found, captions checked (or written), clips cut: a list of Clip, or an InputError."""
     from ..pipeline import ASPECT_BUCKETS
-    from .data import find_sources, missing_captions, scan
+    from ..media.clips import find_sources, missing_captions
+    from .data import scan
 
     sources = find_sources(options.data)
     missing = missing_captions(sources)

@@ -16,7 +16,6 @@ or one size given by the user), is scaled to cover it and centre-cropped, like t
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,26 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".gif")
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-FOLDER_CAPTION = "prompt.txt"
-
-
-@dataclass(frozen=True)
-class Source:
-    """A video file or a frame folder, and where its caption is (or would be) written."""
-
-    path: Path
-    caption_file: Path
-    is_folder: bool
-
-    @property
-    def caption(self) -> str | None:
-        if not self.caption_file.is_file():
-            return None
-        return self.caption_file.read_text(encoding="utf-8", errors="replace").strip()
+from ..media.clips import Source, read_frames  # the folder of clips, shared with the captioner
 
 
 @dataclass(frozen=True)
@@ -73,52 +53,6 @@ class Scan:
         for path, why in self.unreadable:
             lines.append(f"unreadable, skipped: {path} ({why})")
         return "\n".join(lines)
-
-
-def _natural(path: Path):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
-def find_sources(data: str | Path, flag: str = "--data") -> list[Source]:
-    """Every video file and frame folder directly in `data` (sorted), or an InputError naming it."""
-    folder = Path(data).expanduser()
-    if not folder.is_dir():
-        raise InputError(flag, f"{folder} is not a folder (expected videos with .txt captions, or folders "
-                         "of frames with prompt.txt)")
-    sources = []
-    for path in sorted(folder.iterdir(), key=_natural):
-        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-            sources.append(Source(path, path.with_suffix(".txt"), False))
-        elif path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
-            sources.append(Source(path, path / FOLDER_CAPTION, True))
-    if not sources:
-        raise InputError(flag, f"{folder} holds no clips: expected {', '.join(VIDEO_SUFFIXES)} files (each with a "
-                         f"same-name .txt caption) or sub-folders of {'/'.join(FRAME_SUFFIXES)} frames with "
-                         f"{FOLDER_CAPTION}")
-    return sources
-
-
-def missing_captions(sources: list[Source]) -> list[Source]:
-    return [s for s in sources if not s.caption]
-
-
-def read_frames(source: Source) -> tuple[np.ndarray, float | None]:
-    """(frames, height, width, 3) uint8 and the frame rate (None for frame folders)."""
-    if source.is_folder:
-        from PIL import Image
-
-        files = sorted((p for p in source.path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural)
-        images = []
-        for file in files:
-            with Image.open(file) as image:
-                images.append(np.asarray(image.convert("RGB")))
-        if len({image.shape for image in images}) > 1:
-            raise InputError(str(source.path), "its frames differ in size")
-        return np.stack(images), None
-    from ..media.video import read_video
-
-    frames, rate = read_video(source.path)
-    return frames.numpy(), None if rate is None else float(rate)
 
 
 def clip_indices(count: int, rate: float | None, frames: int, fps: float) -> list[tuple[int, ...]]:

@@ -26,9 +26,10 @@ from torch import nn
 
 from ..errors import InputError, ModelFileError
 from ..files.loading import is_temporal_key
+from ..memory.precision import resolve_dtype, training_dtype
 from . import checkpoint as checkpoints
 from .data import Clip, epoch_batches, load_clip
-from ..network.train_forward import set_gradient_checkpointing
+from ..network.unet import set_gradient_checkpointing
 from .lora import MotionLoRA
 from .objective import Objective
 
@@ -84,14 +85,16 @@ class TrainOptions:
 
 def distributed(device: torch.device | None = None) -> tuple[int, int, int]:
     """(rank, world size, local rank): under torchrun (WORLD_SIZE > 1) the process group is joined
-    here (nccl on CUDA, gloo on CPU); else (0, 1, 0)."""
+    through distributed/group.py's `join` (nccl on CUDA, gloo on CPU; with its collective timeout), as
+    sampling joins it; else (0, 1, 0)."""
     import os
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    if world > 1 or (dist.is_available() and dist.is_initialized()):
+        from ..distributed.group import join
+
+        ranks = join(backend="nccl" if device is not None and device.type == "cuda" else "gloo", device=device)
+        return ranks.rank, ranks.size, int(os.environ.get("LOCAL_RANK", 0))
     return 0, 1, 0
 
 
@@ -155,9 +158,7 @@ class Trainer:
 
     @staticmethod
     def _compute_dtype(name: str, device: torch.device) -> torch.dtype:
-        if name == "auto":
-            return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+        return training_dtype(name, device, "--dtype")  # the one dtype policy, memory/precision.py
 
     def _optimizer(self):
         o = self.options
@@ -315,7 +316,7 @@ class Trainer:
     def output_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The output file's tensors and metadata: the temporal layers in the released layout (all
         420 tensors, position tables included), or the motion LoRA."""
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.options.save_dtype]
+        dtype = resolve_dtype(self.options.save_dtype, self.device, "--save-dtype")
         if self.lora is not None:
             from .lora import FORMAT
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..controlnet.frames import fit_frames, read_frames
+from ..controlnet.frames import fit_frames
+from ..media.frames import read_frames
 from ..errors import InputError
 from .encode import MIN_SIZE
 
