@@ -1,5 +1,5 @@
 """The house's arrows, read from the source with `ast` (nothing is imported): no import cycle inside
-`model/` or inside `nodes/`; `model/` never imports `nodes/` or ComfyUI; the network never reaches the
+`model/` or inside `nodes/`, nor between `model/`'s sub-packages (train/ and caption/ never import each other); `model/` never imports `nodes/` or ComfyUI; the network never reaches the
 trainer. Imports inside functions count too: a lazy import is still an arrow. Each rule is shown to fail
 on a planted violation, in a synthetic graph and in a copy of `model/`."""
 
@@ -88,8 +88,22 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """`model/`'s graph with each sub-package as one node (model.train.cli -> model.train)."""
+    def package(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    packages = {}
+    for name, arrows in graph.items():
+        if name.startswith("model."):
+            node = packages.setdefault(package(name), set())
+            node.update(package(t) for t in arrows if t.startswith("model.") and package(t) != package(name))
+    return packages
+
+
 def violations(graph: dict[str, set[str]]) -> list[str]:
     problems = [f"import cycle: {' <-> '.join(c)}" for c in cycles(graph)]
+    problems += [f"sub-packages import each other: {' <-> '.join(c)}" for c in cycles(package_graph(graph))]
     for name, arrows in sorted(graph.items()):
         if not name.startswith("model"):
             continue
@@ -118,6 +132,8 @@ def test_each_rule_fails_on_a_synthetic_graph():
            "model.files.x": {"model.train.graph"}, "model.train.graph": set(),
            "model.pipeline": {"comfy.sd", "nodes.host"}, "nodes.host": set()}
     problems = violations(bad)
+    assert violations({"model.train.cli": {"model.caption.captioner"}, "model.caption.captioner": {"model.train.data"},
+                       "model.train.data": set()}) == ["sub-packages import each other: model.caption <-> model.train"]
     assert any("model.network.unet reaches the trainer: model.train.graph" in p for p in problems)
     assert any("model.pipeline imports comfy.sd" in p for p in problems)
     assert any("model.pipeline imports nodes.host" in p for p in problems)
