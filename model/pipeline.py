@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .choices import ASPECT_BUCKETS, SEED_MAX, TINY_RANDOM  # noqa: F401 (ASPECT_BUCKETS re-exported)
+from .choices import ASPECT_BUCKETS, SEED_MAX, SETTINGS_DEFAULTS, TINY_RANDOM  # noqa: F401 (ASPECT_BUCKETS re-exported)
 from .denoising.context import NOISE_TYPES, ContextOptions, context_for, freenoise, windowed_predictor
 from .files.components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
 from .media.decode import VAE_TILING, decode_latents
@@ -42,20 +42,20 @@ class Settings:
     frames with more pixels than 768x768 in 512 px tiles (see `decode.wants_tiling`), "on" or "off".
     """
 
-    width: int = 672
-    height: int = 384
-    frames: int = 8
-    steps: int = 30
-    guidance: float = 5.0
-    seed: int = 455
+    width: int = SETTINGS_DEFAULTS["width"]
+    height: int = SETTINGS_DEFAULTS["height"]
+    frames: int = SETTINGS_DEFAULTS["frames"]
+    steps: int = SETTINGS_DEFAULTS["steps"]
+    guidance: float = SETTINGS_DEFAULTS["guidance"]
+    seed: int = SETTINGS_DEFAULTS["seed"]
     scheduler: str | SchedulerOptions = DEFAULT_SCHEDULER  # a name, or one with options
-    original_size: tuple[int, int] = (1920, 1080)  # width, height, as inference.py passes them
-    target_size: tuple[int, int] = (512, 512)
-    decode_chunk: int = 4
+    original_size: tuple[int, int] = SETTINGS_DEFAULTS["original_size"]  # width, height, as inference.py passes them
+    target_size: tuple[int, int] = SETTINGS_DEFAULTS["target_size"]
+    decode_chunk: int = SETTINGS_DEFAULTS["decode_chunk"]
     context: ContextOptions | None = None  # windows over the frames; None: all frames in one pass
-    noise: str = "independent"  # initial noise for long videos: see context.NOISE_TYPES
-    vae_tiling: str = "auto"  # decode frames in tiles: auto, on, off
-    strength: float = 1.0  # video-to-video: how far from the init video (see video2video/)
+    noise: str = SETTINGS_DEFAULTS["noise"]  # initial noise for long videos: see context.NOISE_TYPES
+    vae_tiling: str = SETTINGS_DEFAULTS["vae_tiling"]  # decode frames in tiles: auto, on, off
+    strength: float = SETTINGS_DEFAULTS["strength"]  # video-to-video: how far from the init video (see video2video/)
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""

@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from .choices import (ASPECT_BUCKETS, CONTEXT_DEFAULTS, DEFAULT_SCHEDULER, DTYPES, MAX_LENGTH, NOISE_TYPES, OFFLOAD_MODES,
+from .choices import (ASPECT_BUCKETS, CONTEXT_DEFAULTS, DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, DEFAULT_SCHEDULER, DTYPES, MAX_LENGTH, NOISE_TYPES, OFFLOAD_MODES,
                       PREDICTION_TYPES, SCHEDULER_NAMES, SCHEDULES, SEED_MAX, TIMESTEP_SPACINGS, TINY_RANDOM,
                       TINY_RANDOM_DEFAULTS, VAE_TILING, WEIGHTINGS)
 from .controlnet.cli import add_controlnet_arguments, check_controlnet_args, controls_from_args
@@ -23,6 +23,7 @@ from .errors import HotshotError, InputError
 from .lora.cli import add_lora_arguments, loras_from_args, read_chosen
 from .video2video.cli import add_video2video_arguments, init_from_args
 from .media.formats import DEFAULT_FPS, VIDEO_FORMATS
+from .choices import SETTINGS_DEFAULTS as SETTING
 
 # How the user started us: the console script of the installed package, or the module in a checkout.
 PROG = "python -m model.sample" if __package__ == "model" else "hotshot-xl-sample"
@@ -97,22 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch.compile the UNet: faster steps on GPUs after minutes of compiling")
 
     gen = parser.add_argument_group("generation")
-    gen.add_argument("--prompt", default="a bulldog in the captains chair of a spaceship, hd, high quality",
+    gen.add_argument("--prompt", default=DEFAULT_PROMPT,
                      help="what the video shows (longer than 75 tokens: encoded in chunks)")
-    gen.add_argument("--negative-prompt", default="blurry", help="what it should not show")
+    gen.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, help="what it should not show")
     gen.add_argument("--zero-negative", action="store_true",
                      help="use the all-zero negative embedding instead of encoding --negative-prompt")
-    gen.add_argument("--width", type=int, default=672,
+    gen.add_argument("--width", type=int, default=SETTING["width"],
                      help=f"multiple of 8; trained buckets: {buckets} (default: %(default)s; {tiny['width']} for "
                      "tiny-random)")
-    gen.add_argument("--height", type=int, default=384,
+    gen.add_argument("--height", type=int, default=SETTING["height"],
                      help=f"multiple of 8 (default: %(default)s; {tiny['height']} for tiny-random)")
-    gen.add_argument("--frames", type=int, default=8, help="number of frames (trained on 8)")
-    gen.add_argument("--steps", type=int, default=30,
+    gen.add_argument("--frames", type=int, default=SETTING["frames"], help="number of frames (trained on 8)")
+    gen.add_argument("--steps", type=int, default=SETTING["steps"],
                      help=f"denoising steps (default: %(default)s; {tiny['steps']} for tiny-random)")
-    gen.add_argument("--guidance", type=float, default=5.0,
+    gen.add_argument("--guidance", type=float, default=SETTING["guidance"],
                      help="classifier-free guidance scale, finite, zero or more (off at <= 1)")
-    gen.add_argument("--seed", type=int, default=455, help=f"0 to 2**64-1 ({SEED_MAX}): the same seed gives the "
+    gen.add_argument("--seed", type=int, default=SETTING["seed"], help=f"0 to 2**64-1 ({SEED_MAX}): the same seed gives the "
                      "same video on any device")
     gen.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES,
                      help="euler_a is the release's; lcm is for LCM-distilled weights (4-8 steps, guidance 1-2)")
@@ -125,12 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--zero-terminal-snr", action="store_true",
                      help="rescale the noise schedule to end on pure noise, for models trained with zero "
                      "terminal SNR")
-    gen.add_argument("--original-size", type=int, nargs=2, default=(1920, 1080), metavar=("W", "H"),
+    gen.add_argument("--original-size", type=int, nargs=2, default=SETTING["original_size"], metavar=("W", "H"),
                      help="SDXL size conditioning, width first as in the original inference.py")
-    gen.add_argument("--target-size", type=int, nargs=2, default=(512, 512), metavar=("W", "H"),
+    gen.add_argument("--target-size", type=int, nargs=2, default=SETTING["target_size"], metavar=("W", "H"),
                      help="SDXL size conditioning, width first")
-    gen.add_argument("--decode-chunk", type=int, default=4, help="frames decoded by the VAE at once")
-    gen.add_argument("--vae-tiling", default="auto", choices=VAE_TILING,
+    gen.add_argument("--decode-chunk", type=int, default=SETTING["decode_chunk"], help="frames decoded by the VAE at once")
+    gen.add_argument("--vae-tiling", default=SETTING["vae_tiling"], choices=VAE_TILING,
                      help="decode each frame in overlapping 512 px tiles to bound memory; auto: above 768x768 pixels")
 
     default = argparse.Namespace(**CONTEXT_DEFAULTS)
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                          f"or flat weights (default {default.weighting})")
     windows.add_argument("--context-loop", action="store_true", default=unset,
                          help="wrap windows around the end for a seamless loop (--loop is the gif/webp loop count)")
-    windows.add_argument("--noise", default="independent", choices=NOISE_TYPES,
+    windows.add_argument("--noise", default=SETTING["noise"], choices=NOISE_TYPES,
                          help="independent: the original's noise; freenoise: the first window's noise, shuffled, "
                          "along the video, for long-range consistency")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from . import host
 from .latents import to_comfy_latent
 from .types import CATEGORY, CONDITIONING, CONTROLNET, MODEL
+from ..model.choices import SETTINGS_DEFAULTS, VAE_TILING
 from ..model.errors import InputError, ModelFileError
 
 CONTROLNET_FOLDERS = ("controlnet",)  # ComfyUI's models/controlnet
@@ -159,9 +160,9 @@ class HotshotXLEncode:
                 "image": ("IMAGE", {"tooltip": "The input video as an IMAGE batch (e.g. from Load Video), or one "
                                                "image for image-to-video. Its size must be a multiple of 8, at least "
                                                "64 px."}),
-                "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256,
+                "frames_per_chunk": ("INT", {"default": SETTINGS_DEFAULTS["decode_chunk"], "min": 1, "max": 256,
                                              "tooltip": "Frames encoded at once: fewer need less memory."}),
-                "tiling": (["auto", "on", "off"], {"default": "auto",
+                "tiling": (list(VAE_TILING), {"default": SETTINGS_DEFAULTS["vae_tiling"],
                                                    "tooltip": "Encode each frame in overlapping 512 px tiles to bound "
                                                               "memory; auto: frames over 768x768 pixels."}),
             }

@@ -24,7 +24,7 @@ _INPUT_OF = {"guidance": "cfg", "context": "context_options", "strength": "denoi
 
 MAX_SIZE = 4096
 MAX_FRAMES = 4096
-DEFAULT_PROMPT = "a bulldog in the captains chair of a spaceship, hd, high quality"
+SETTING = choices.SETTINGS_DEFAULTS
 
 
 def _on_cpu(conditions):
@@ -47,19 +47,19 @@ class HotshotXLTextEncode:
         return {
             "required": {
                 "model": (MODEL, {"tooltip": "The Hotshot-XL model whose two CLIP text encoders read the prompts."}),
-                "prompt": ("STRING", {"default": DEFAULT_PROMPT, "multiline": True, "dynamicPrompts": True,
+                "prompt": ("STRING", {"default": choices.DEFAULT_PROMPT, "multiline": True, "dynamicPrompts": True,
                                       "tooltip": "What the video shows. Prompts over 75 tokens are encoded in "
                                                  "chunks of 75 rather than cut off."}),
-                "negative_prompt": ("STRING", {"default": "blurry", "multiline": True, "dynamicPrompts": True,
+                "negative_prompt": ("STRING", {"default": choices.DEFAULT_NEGATIVE_PROMPT, "multiline": True, "dynamicPrompts": True,
                                                "tooltip": "What the video should not show. An empty text is "
                                                           "encoded as an empty prompt, as ComfyUI does."}),
-                "original_width": ("INT", {"default": 1920, **size, "tooltip": "SDXL size conditioning: the "
+                "original_width": ("INT", {"default": SETTING["original_size"][0], **size, "tooltip": "SDXL size conditioning: the "
                                            "width of the source the model should imagine (the release uses 1920)."}),
-                "original_height": ("INT", {"default": 1080, **size, "tooltip": "SDXL size conditioning: the "
+                "original_height": ("INT", {"default": SETTING["original_size"][1], **size, "tooltip": "SDXL size conditioning: the "
                                             "height of the imagined source (the release uses 1080)."}),
-                "target_width": ("INT", {"default": 512, **size, "tooltip": "SDXL size conditioning: the width "
+                "target_width": ("INT", {"default": SETTING["target_size"][0], **size, "tooltip": "SDXL size conditioning: the width "
                                          "the model should aim for (the release uses 512)."}),
-                "target_height": ("INT", {"default": 512, **size, "tooltip": "SDXL size conditioning: the "
+                "target_height": ("INT", {"default": SETTING["target_size"][1], **size, "tooltip": "SDXL size conditioning: the "
                                           "height the model should aim for (the release uses 512)."}),
             }
         }
@@ -97,11 +97,11 @@ class HotshotXLSampler:
                 "model": (MODEL, {"tooltip": "The Hotshot-XL model that denoises the video."}),
                 "conditioning": (CONDITIONING, {"tooltip": "Prompts from Hotshot-XL Text Encode (made with the "
                                                            "same model)."}),
-                "seed": ("INT", {"default": 455, "min": 0, "max": choices.SEED_MAX, "control_after_generate": True,
+                "seed": ("INT", {"default": SETTING["seed"], "min": 0, "max": choices.SEED_MAX, "control_after_generate": True,
                                  "tooltip": "The random seed of the initial noise (drawn on the CPU, so a seed gives "
                                             "the same video on any device)."}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Number of denoising steps."}),
-                "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                "steps": ("INT", {"default": SETTING["steps"], "min": 1, "max": 1000, "tooltip": "Number of denoising steps."}),
+                "cfg": ("FLOAT", {"default": SETTING["guidance"], "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Classifier-free guidance scale: how strongly the video follows the "
                                              "prompt against the negative prompt. 1 or less switches guidance off "
                                              "(twice as fast)."}),
@@ -109,20 +109,20 @@ class HotshotXLSampler:
                                                 "tooltip": "The sampling algorithm. euler_a (Euler ancestral) is the "
                                                            "release's; lcm is for LCM-distilled weights (4-8 steps, "
                                                            "cfg 1-2)."}),
-                "frames": ("INT", {"default": 8, "min": 1, "max": MAX_FRAMES,
+                "frames": ("INT", {"default": SETTING["frames"], "min": 1, "max": MAX_FRAMES,
                                    "tooltip": "Number of video frames. Hotshot-XL was trained on 8 frames at 8 fps. "
                                               "The temporal layers see at most 24 frames at once: longer videos are "
                                               "sampled in overlapping windows (default ones unless context options "
                                               "are connected)."}),
-                "width": ("INT", {"default": 672, **size, "tooltip": "Video width in pixels, a multiple of 8. The "
+                "width": ("INT", {"default": SETTING["width"], **size, "tooltip": "Video width in pixels, a multiple of 8. The "
                                                                      "trained sizes are about 512x512 in area: "
                                                                      "672x384, 512x512, 384x672, ..."}),
-                "height": ("INT", {"default": 384, **size, "tooltip": "Video height in pixels, a multiple of 8."}),
+                "height": ("INT", {"default": SETTING["height"], **size, "tooltip": "Video height in pixels, a multiple of 8."}),
             },
             "optional": {
                 "context_options": (CONTEXT_OPTIONS, {"tooltip": "Optional: sample in overlapping windows of frames "
                                                                  "(from Hotshot-XL Context Options), for long videos."}),
-                "noise": (list(choices.NOISE_TYPES), {"default": choices.NOISE_TYPES[0],
+                "noise": (list(choices.NOISE_TYPES), {"default": SETTING["noise"],
                                         "tooltip": "Initial noise. independent: a fresh draw for every frame, as the "
                                                    "release. freenoise: the first window's noise reused, shuffled, "
                                                    "along the video, for long videos that stay more consistent."}),
@@ -132,7 +132,7 @@ class HotshotXLSampler:
                                                  "Encode or VAE Encode) instead of noise; their frame count and size "
                                                  "replace frames, width and height (one frame: image-to-video, "
                                                  "repeated for `frames` frames)."}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "denoise": ("FLOAT", {"default": SETTING["strength"], "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "With a latent: how much of it is redrawn, as KSampler's denoise "
                                                  "(about denoise x steps steps run). 1 without a latent."}),
             },

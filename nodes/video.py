@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import host
 from .latents import from_comfy_latent
 from .types import CATEGORY, MODEL
-from ..model.choices import VAE_TILING
+from ..model.choices import SETTINGS_DEFAULTS, VAE_TILING
 from ..model.errors import InputError
 from ..model.media.formats import DEFAULT_FPS, VIDEO_FORMATS
 
@@ -26,9 +26,9 @@ class HotshotXLDecode:
                 "model": (MODEL, {"tooltip": "The Hotshot-XL model whose SDXL VAE decodes the latents."}),
                 "samples": ("LATENT", {"tooltip": "Video latents, a batch of frames: from the Hotshot-XL Sampler, "
                                                   "or any SDXL LATENT."}),
-                "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256,
+                "frames_per_chunk": ("INT", {"default": SETTINGS_DEFAULTS["decode_chunk"], "min": 1, "max": 256,
                                              "tooltip": "Frames the VAE decodes at once: fewer need less memory."}),
-                "tiling": (TILING, {"default": TILING[0], "tooltip": "Decode each frame in overlapping tiles, which needs "
+                "tiling": (TILING, {"default": SETTINGS_DEFAULTS["vae_tiling"], "tooltip": "Decode each frame in overlapping tiles, which needs "
                                                                   "far less memory for large frames. auto: above "
                                                                   "768x768 pixels (e.g. for 1280x720)."}),
             }

@@ -169,8 +169,21 @@ def test_option_lists_defaults_and_ranges_are_the_librarys_own(nodes):
     assert {name: opts["default"] for name, (_, opts) in options.items()} == library_defaults
     for loader in ("HotshotXLModelLoader", "HotshotXLCheckpointLoader"):
         assert specs(loader)["dtype"][0] == list(choices.DTYPES)
-    decode = specs("HotshotXLDecode")
-    assert decode["tiling"][0] == list(choices.VAE_TILING)
+    from model.pipeline import Settings
+
+    settings = Settings()
+    defaults = {name: opts.get("default") for name, (_, opts) in sampler.items()}
+    assert (defaults["seed"], defaults["steps"], defaults["cfg"], defaults["frames"], defaults["width"],
+            defaults["height"], defaults["noise"], defaults["denoise"]) == (
+        settings.seed, settings.steps, settings.guidance, settings.frames, settings.width, settings.height,
+        settings.noise, settings.strength)
+    text = {name: opts.get("default") for name, (_, opts) in specs("HotshotXLTextEncode").items()}
+    assert (text["original_width"], text["original_height"]) == settings.original_size
+    assert (text["target_width"], text["target_height"]) == settings.target_size
+    for node in ("HotshotXLDecode", "HotshotXLEncode"):
+        chunking = specs(node)
+        assert chunking["frames_per_chunk"][1]["default"] == settings.decode_chunk
+        assert chunking["tiling"] == (list(choices.VAE_TILING), {**chunking["tiling"][1], "default": settings.vae_tiling})
     save = specs("HotshotXLSaveVideo")
     assert save["format"][0] == [suffix[1:] for suffix in VIDEO_FORMATS if suffix != ".png"]
     assert save["fps"][1]["default"] == DEFAULT_FPS
