@@ -107,3 +107,33 @@ def test_the_trainer_captions_missing_clips_first(blip, tiny_model_dir, tmp_path
     captions = {clip.source.path.name: clip.caption for clip in clips}
     assert captions["b.mp4"] == "kept as written"
     assert captions["a.mp4"] and captions["a.mp4"] == (tmp_path / "a.txt").read_text().strip()
+
+
+def _empty_caption_is_kept(folder):
+    write_clip(folder / "a.mp4", 0)
+    write_clip(folder / "b.mp4", 1)
+    (folder / "b.txt").write_text(" \n")
+    return 0, ["1 clip with an empty caption, kept as written", "captioned 1 clip;"], {"b.txt": " \n"}
+
+
+def _nothing_readable(folder):
+    (folder / "a.mp4").write_bytes(b"not a video")
+    (folder / "b.mp4").write_bytes(b"nor this")
+    return 2, ["unreadable, not captioned", "none of the 2 clips without a caption could be captioned"], {}
+
+
+def _all_captioned_already(folder):
+    write_clip(folder / "a.mp4", 0)
+    (folder / "a.txt").write_text("mine")
+    return 0, ["captioned 0 clips; 1 already had captions"], {"a.txt": "mine"}
+
+
+@pytest.mark.parametrize("case", [_empty_caption_is_kept, _nothing_readable, _all_captioned_already],
+                         ids=lambda case: case.__name__.strip("_"))
+def test_caption_slips(case, blip, tmp_path, capsys):
+    code, messages, untouched = case(tmp_path)
+    assert run([str(tmp_path), "--captioner", str(blip), "--device", "cpu"]) == code
+    printed = capsys.readouterr()
+    assert all(m in printed.out + printed.err for m in messages), printed
+    assert all((tmp_path / name).read_text() == text for name, text in untouched.items())
+    assert not list(tmp_path.glob(".*.partial"))

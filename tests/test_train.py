@@ -1,6 +1,7 @@
 """Fine-tuning: the differentiable UNet reproduces the original's gradients, and the trainer
 (python -m model.train) overfits, resumes bit for bit, trains data-parallel and refuses bad input."""
 
+import json
 import os
 import shutil
 import signal
@@ -171,7 +172,8 @@ def test_a_motion_lora_file_reproduces_what_was_trained(tiny_model_dir, clips, t
     state, metadata = trainer.output_state()
     cli.write_output(state, metadata, out, overwrite=False)
     lora, metadata = read(out)
-    assert metadata == {"format": FORMAT}
+    assert metadata["format"] == FORMAT
+    assert (metadata["ss_network_dim"], metadata["ss_network_alpha"], metadata["ss_steps"]) == ("2", "4.0", "2")
     name = "unet.down_blocks.0.temporal_attentions.0.transformer_blocks.0.attention_blocks.0.to_q"
     assert lora[f"{name}.lora_A.weight"].shape == (2, 32) and lora[f"{name}.lora_B.weight"].shape == (32, 2)
     assert lora[f"{name}.alpha"].ndim == 0 and lora[f"{name}.alpha"].item() == 4
@@ -292,13 +294,16 @@ trainer = Trainer(options, cli.prepare_clips(options, print))
 trainer.gradients(0)
 if trainer.rank == 0:
     torch.save({n: m.grad for n, m in trainer.masters.items()}, sys.argv[1])
+trainer.fit()  # one step, logged by rank 0 alone
 """
 
 
 def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_model_dir, clips, tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER)
-    argv = train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--device", "cpu", "--dtype", "fp32")
+    logs = tmp_path / "logs"
+    argv = train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--device", "cpu", "--dtype", "fp32",
+                      "--steps", "1", "--log-dir", str(logs))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                                 "--master-port", "29517", str(worker), str(tmp_path / "g.pt"), *argv,
@@ -316,6 +321,11 @@ def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_m
     largest = max(master.grad.abs().max() for master in trainer.masters.values())
     for name, master in trainer.masters.items():
         assert (two_ranks[name] - master.grad).abs().max() <= 1e-5 * largest, name
+    # Only rank 0 logged: one row, one event file (each writer's file is named by its process).
+    from model.train.logs import read_rows
+
+    assert [row["step"] for row in read_rows(logs / "metrics.csv")] == [1]
+    assert len(list((logs / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 # -- bad input: one clear error naming the flag or file, before anything is loaded -----------------------
@@ -367,7 +377,7 @@ def test_bad_data_folders(tiny_model_dir, tmp_path, capsys):
     write_clip(short / "brief.mp4", 5, 0)
     (short / "brief.txt").write_text("too brief")
     code, error = run_cli(train_args(tiny_model_dir, short, out), capsys)
-    assert code == 2 and "1 clips shorter than 8 frames at 8 fps, skipped" in error and "brief.mp4" in error
+    assert code == 2 and "1 clip shorter than 8 frames at 8 fps, skipped" in error and "brief.mp4" in error
     assert "no usable clip" in error
 
     uncaptioned = tmp_path / "uncaptioned"
@@ -418,3 +428,149 @@ def test_bf16_trains_float32_masters_and_writes_the_source_position_tables(tiny_
     released, _ = read(fixtures_dir / "hsxl_temporal_layers_tiny.safetensors")
     tables = [k for k in released if k.endswith("positional_encoding")]
     assert tables and all(torch.equal(state[k], released[k]) for k in tables)
+
+
+# -- logs and provenance ------------------------------------------------------------------------------
+
+
+def test_a_run_logs_every_step_and_its_files_say_how_they_were_made(tiny_model_dir, clips, tmp_path, capsys,
+                                                                     monkeypatch):
+    from tqdm.std import tqdm
+
+    from model.train.logs import read_rows
+    from model.train.provenance import fast_hash
+
+    shown = []  # what the progress bar showed
+    original = tqdm.set_postfix
+    monkeypatch.setattr(tqdm, "set_postfix", lambda bar, **kw: (shown.append(kw["loss"]), original(bar, **kw)))
+    out, ckpt, logs = tmp_path / "o.safetensors", tmp_path / "ckpt", tmp_path / "logs"
+    assert cli.run(train_args(tiny_model_dir, clips, out, "--steps", "20", "--frames", "2", "--save-every", "15",
+                              "--lr-scheduler", "cosine", "--warmup-steps", "4", "--checkpoint-dir", str(ckpt),
+                              "--log-dir", str(logs))) == 0
+
+    rows = read_rows(logs / "metrics.csv")
+    assert [r["step"] for r in rows] == list(range(1, 21)) and len(shown) == 20
+    assert [f"{r['loss']:.4f}" for r in rows] == shown
+    assert all(r["grad_norm"] > 0 and r["step_seconds"] > 0 and r["clips_per_second"] > 0 for r in rows)
+    assert rows[0]["loss_smoothed"] == rows[0]["loss"]  # bias-corrected: no pull towards zero
+    assert min(r["loss"] for r in rows) < rows[5]["loss_smoothed"] < max(r["loss"] for r in rows)
+    assert rows[0]["lr"] == pytest.approx(1e-3 / 4) and rows[3]["lr"] == pytest.approx(1e-3)  # warmup, then cosine
+    assert rows[-1]["lr"] < rows[10]["lr"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logs / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("train/loss")
+    assert [e.step for e in logged] == list(range(1, 21))
+    assert [e.value for e in logged] == pytest.approx([r["loss"] for r in rows], rel=1e-6)  # float32 there
+    assert {"train/lr", "train/grad_norm", "train/clips_per_second"} <= set(events.Tags()["scalars"])
+
+    # The output and every checkpoint (one at the last step too) carry the run's settings.
+    _, metadata = read(out)
+    assert metadata["format"] == "pt" and metadata["ss_steps"] == "20" and metadata["ss_max_train_steps"] == "20"
+    assert (metadata["ss_learning_rate"], metadata["ss_lr_scheduler"], metadata["ss_lr_warmup_steps"]) == (
+        "0.001", "cosine", "4")
+    assert (metadata["ss_batch_size_per_device"], metadata["ss_mixed_precision"], metadata["ss_seed"]) == (
+        "1", "float32", "111")
+    assert "ss_network_dim" not in metadata and metadata["ss_num_train_clips"] == str(len(cli.prepare_clips(
+        cli.options_from_args(cli.build_parser().parse_args(train_args(tiny_model_dir, clips, tmp_path / "x.safetensors",
+                                                                       "--frames", "2"))), print)))
+    folders = json.loads(metadata["ss_dataset_dirs"])
+    assert folders == [{"path": str(clips.resolve()), "repeats": 1, "prefix": "", "caption_dropout": 0.0,
+                        "clips": int(metadata["ss_num_train_clips"])}]
+    files = json.loads(metadata["ss_base_model_files"])
+    unet_file = tiny_model_dir.resolve() / "unet" / "diffusion_pytorch_model.safetensors"
+    assert {"file": str(unet_file), "bytes": unet_file.stat().st_size, "hash": fast_hash(unet_file)} in files
+    assert sorted(p.name for p in ckpt.iterdir() if p.name.startswith("step-")) == ["step-00000015", "step-00000020"]
+    assert read(ckpt / "step-00000015" / "trained.safetensors")[1]["ss_steps"] == "15"
+    capsys.readouterr()
+    assert cli.run(["--inspect", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ss_lr_scheduler: cosine" in printed and "ss_steps: 20" in printed and f"hash={fast_hash(unet_file)}" in printed
+    assert cli.run(["--inspect", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors: not found" in capsys.readouterr().err
+
+
+def test_the_fast_hash_is_whole_for_small_files_and_samples_large_ones(tmp_path):
+    import hashlib
+
+    from model.train.provenance import SAMPLE, fast_hash
+
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(b"x" * 100)
+    assert fast_hash(small) == hashlib.sha256(b"100" + b"x" * 100).hexdigest()
+    data = bytearray(os.urandom(4 * SAMPLE))
+    large.write_bytes(bytes(data))
+    before = fast_hash(large)
+    data[2 * SAMPLE - 10] ^= 1  # inside the middle sample: seen
+    large.write_bytes(bytes(data))
+    assert fast_hash(large) != before
+    before = fast_hash(large)
+    data[SAMPLE + 10] ^= 1  # between the samples: unseen (what "fast" costs, said in provenance.py)
+    large.write_bytes(bytes(data))
+    assert fast_hash(large) == before
+
+
+# -- slips: each row sets a folder up, runs the CLI, and says what must come out ----------------------
+
+
+def _resume_without_checkpoint(base, folder):
+    return ["--resume", "--checkpoint-dir", str(folder / "typo")], 2, ["--resume: no complete checkpoint in",
+                                                                      str(folder / "typo")]
+
+
+def _resume_auto_without_checkpoint(base, folder):
+    return ["--resume", "auto", "--steps", "1"], 0, ["--resume auto: no complete checkpoint", "starting from step 0"]
+
+
+def _one_short_clip(base, folder):
+    data = folder / "short"
+    data.mkdir()
+    write_clip(data / "brief.mp4", 5, 0)
+    (data / "brief.txt").write_text("too brief")
+    return ["--data", str(data)], 2, ["1 clip shorter than 8 frames at 8 fps, skipped", "no usable clip"]
+
+
+def _one_uncaptioned_clip(base, folder):
+    data = folder / "bare"
+    data.mkdir()
+    write_clip(data / "a.mp4", 8, 0)
+    return ["--data", str(data)], 2, ["1 clip has no caption"]
+
+
+def _empty_caption_is_the_users(base, folder):
+    data = folder / "empty-caption"
+    data.mkdir()
+    write_clip(data / "a.mp4", 8, 0)
+    (data / "a.txt").write_text("  \n")
+    return ["--data", str(data), "--steps", "1"], 0, ["1 clip with an empty caption (trained unconditionally)",
+                                                      "training on 1 clip,"]
+
+
+def _validation_lost_to_a_kill(base, folder):
+    ckpt = folder / "ckpt"
+    first = ["--steps", "2", "--save-every", "2", "--validate-every", "2", "--validation-prompt", "waves",
+             "--validation-steps", "1", "--frames", "2", "--checkpoint-dir", str(ckpt)]
+    assert cli.run(base + first + ["--output", str(folder / "first.safetensors")]) == 0
+    (ckpt / "validation-step-00000002.mp4").unlink()  # as if killed while sampling it
+    return first + ["--resume"], 0, ["resumed from", "validation video at step 2: 1 sampling steps",
+                                     "validation-step-00000002.mp4"]
+
+
+@pytest.mark.parametrize("case", [_resume_without_checkpoint, _resume_auto_without_checkpoint, _one_short_clip,
+                                  _one_uncaptioned_clip, _empty_caption_is_the_users, _validation_lost_to_a_kill],
+                         ids=lambda case: case.__name__.strip("_"))
+def test_slips(case, tiny_model_dir, clips, tmp_path, capsys):
+    out = tmp_path / "o.safetensors"
+    base = train_args(tiny_model_dir, clips, out)
+    extra, code, messages = case(base, tmp_path)
+    capsys.readouterr()
+    assert cli.run(base + extra) == code
+    error = capsys.readouterr().err
+    assert all(m in error for m in messages), error
+    assert out.exists() == (code == 0)
+    if case is _empty_caption_is_the_users:
+        assert (tmp_path / "empty-caption" / "a.txt").read_text() == "  \n"
+    if case is _validation_lost_to_a_kill:
+        assert (tmp_path / "ckpt" / "validation-step-00000002.mp4").stat().st_size > 0
+        assert not list((tmp_path / "ckpt").glob(".partial-*"))

@@ -99,13 +99,14 @@ class Captioner:
 
 def caption_sources(sources, folder, device="auto", log=print, prefix: str = "", frames_shown: int = 3,
                     max_new_tokens: int = 40) -> dict[Path, str]:
-    """Write a caption for each source that has none (existing captions are never touched).
+    """Write a caption for each source that has no caption file (existing captions are never
+    touched, an empty one included: it is the user's, see media/clips.py missing_captions).
 
     Returns {source path: caption written}. Unreadable clips are logged and skipped.
     """
     from ..media.clips import read_frames
 
-    todo = [s for s in sources if not s.caption]
+    todo = [s for s in sources if s.caption is None]
     if not todo:
         return {}
     captioner = Captioner(folder, device, max_new_tokens, frames_shown)
@@ -121,7 +122,7 @@ def caption_sources(sources, folder, device="auto", log=print, prefix: str = "",
         if not text:
             log(f"the captioner wrote nothing for {source.path}; caption it by hand")
             continue
-        if source.caption_file.exists() and source.caption:
+        if source.caption_file.exists():
             continue  # written meanwhile by someone else: theirs stays
         temporary = source.caption_file.with_name(f".{source.caption_file.name}.partial")
         temporary.write_text(text + "\n", encoding="utf-8")

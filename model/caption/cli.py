@@ -28,19 +28,28 @@ def run(argv=None) -> int:
         for name in ("frames_shown", "max_tokens"):
             if getattr(args, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')}", f"must be positive, got {getattr(args, name)}")
-        from ..media.clips import find_sources, missing_captions
+        from ..media.clips import empty_captions, find_sources, missing_captions, plural
         from .captioner import caption_sources, check_captioner
 
         check_captioner(args.captioner)
         sources = find_sources(args.data, flag="data")
         missing = missing_captions(sources)
+        empty = empty_captions(sources)
+        if empty:
+            print(f"{plural(len(empty), 'clip')} with an empty caption, kept as written (an empty caption trains "
+                  "unconditionally; delete the file to have it captioned): "
+                  + ", ".join(str(s.caption_file) for s in empty[:5]) + (" ..." if len(empty) > 5 else ""),
+                  file=sys.stderr)
         written = caption_sources(missing, args.captioner, args.device, prefix=args.prefix,
                                   frames_shown=args.frames_shown, max_new_tokens=args.max_tokens,
                                   log=lambda m: print(m, file=sys.stderr))
+        if missing and not written:
+            raise InputError("data", f"none of the {plural(len(missing), 'clip')} without a caption could be "
+                             "captioned (unreadable, or the captioner wrote nothing: see above)")
     except HotshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"captioned {len(written)} clips; {len(sources) - len(missing)} already had captions"
+    print(f"captioned {plural(len(written), 'clip')}; {len(sources) - len(missing)} already had captions"
           + (f"; {len(missing) - len(written)} not captioned" if len(missing) > len(written) else ""))
     return 0
 

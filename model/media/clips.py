@@ -53,7 +53,18 @@ def find_sources(data: str | Path, flag: str = "--data") -> list[Source]:
 
 
 def missing_captions(sources: list[Source]) -> list[Source]:
-    return [s for s in sources if not s.caption]
+    """Sources without a caption file. An empty (or whitespace-only) file is a caption the user
+    wrote: the clip trains unconditionally, and no captioner replaces it."""
+    return [s for s in sources if s.caption is None]
+
+
+def empty_captions(sources: list[Source]) -> list[Source]:
+    return [s for s in sources if s.caption == ""]
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 clip", "2 clips"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def read_frames(source: Source) -> tuple[np.ndarray, float | None]:

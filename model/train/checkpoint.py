@@ -1,7 +1,8 @@
 """Training checkpoints: written atomically, found again by `--resume`.
 
 A checkpoint is a folder `step-NNNNNNNN/` in the checkpoint directory holding
-- `trained.safetensors`: the trained tensors in float32 (the temporal layers, or the LoRA),
+- `trained.safetensors`: the trained tensors in float32 (the temporal layers, or the LoRA), with
+  the run's settings in its metadata (provenance.py),
 - `state.pt`: optimizer and learning-rate schedule states, the step, the RNG states,
 - `run.json`: what run it belongs to (model, data, what is trained, batch and seed settings).
 It is written into a hidden temporary folder and renamed into place only once complete (a rename
@@ -28,13 +29,14 @@ NAME = re.compile(r"^step-(\d{8})$")
 FILES = ("trained.safetensors", "state.pt", "run.json")
 
 
-def save(folder: Path, step: int, trained: dict[str, torch.Tensor], state: dict, run: dict, keep: int) -> Path:
+def save(folder: Path, step: int, trained: dict[str, torch.Tensor], state: dict, run: dict, keep: int,
+         metadata: dict[str, str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:08d}"
     temporary = folder / f".step-{step:08d}.{uuid.uuid4().hex[:8]}.partial"
     temporary.mkdir()
     save_file({k: v.detach().float().cpu().contiguous() for k, v in trained.items()},
-              temporary / "trained.safetensors")
+              temporary / "trained.safetensors", metadata=metadata)
     torch.save(state, temporary / "state.pt")
     (temporary / "run.json").write_text(json.dumps({**run, "step": step}, indent=1, sort_keys=True))
     for name in FILES:  # on disk before the rename makes the checkpoint visible

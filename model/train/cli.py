@@ -30,8 +30,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        "GPUs that have it, else fp32")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True, help="folder of clips: videos (.mp4 .webm .mov .gif) each with a "
+    data.add_argument("--data", help="folder of clips: videos (.mp4 .webm .mov .gif) each with a "
                       "same-name .txt caption, or sub-folders of frames with prompt.txt")
+    data.add_argument("--dataset-config", help="TOML or JSON file listing clip folders with their own repeats, "
+                      "caption prefix (trigger word) and caption dropout, instead of --data (see README)")
     data.add_argument("--frames", type=int, default=8, help="frames per training clip")
     data.add_argument("--fps", type=float, default=8.0, help="frame rate the clips are sampled at")
     data.add_argument("--width", type=int, help="train at this size (with --height); default: each clip in the "
@@ -44,9 +46,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="keep each clip's VAE encoding in memory: epochs after the first skip the VAE")
     data.add_argument("--cache-text", action="store_true",
                       help="keep each caption's text embeddings: epochs after the first skip the text encoders")
+    data.add_argument("--cache-dir", help="folder of encoded clips and captions (sharded safetensors keyed by "
+                      "content and encoder): written once, shared by ranks and later runs; training streams from "
+                      "it with bounded memory")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--output", required=True, help="the trained file (.safetensors): the temporal layers "
+    train.add_argument("--output", help="the trained file (.safetensors): the temporal layers "
                        "in the released layout, or with --lora-rank a motion LoRA")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     train.add_argument("--steps", type=int, default=1000, help="optimizer steps")
@@ -74,11 +79,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     runs.add_argument("--checkpoint-dir", help="where checkpoints and validation videos go (default: "
                       "OUTPUT's name + .checkpoints beside it)")
     runs.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints kept (0: all)")
-    runs.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    runs.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto",
+                      help="continue from the newest complete checkpoint (an error if there is none); "
+                      "--resume auto: from the newest if there is one, else from step 0")
     runs.add_argument("--validate-every", type=int, default=0, help="write a validation video every N steps")
     runs.add_argument("--validation-prompt", help="prompt of the validation videos")
     runs.add_argument("--validation-steps", type=int, default=20, help="sampling steps of a validation video")
     runs.add_argument("--no-progress", action="store_true", help="no progress bar")
+    runs.add_argument("--log-dir", help="where the training log goes: metrics.csv and TensorBoard event files "
+                      "(default: the checkpoint folder)")
+    runs.add_argument("--log-every", type=int, default=1, help="log every N steps (0: no log)")
+    parser.add_argument("--inspect", metavar="FILE", help="print the training settings stored in a trained file "
+                        "or checkpoint, and exit (no other flag needed)")
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> None:
@@ -89,6 +101,21 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
 
 def options_from_args(args):
     """TrainOptions from parsed flags, every flag checked (no file is read, nothing imported)."""
+    if (args.data is None) == (args.dataset_config is None):
+        raise InputError("--data", "give a folder of clips with --data, or a --dataset-config file (not both)")
+    if args.output is None:
+        raise InputError("--output", "give the file to write (.safetensors)")
+    if args.resume not in (False, True, "auto"):
+        raise InputError("--resume", f"takes no value, or `auto`; got {args.resume!r}")
+    if args.log_every < 0:
+        raise InputError("--log-every", f"must be zero or more, got {args.log_every}")
+    if args.cache_dir is not None and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise InputError("--cache-dir", f"{args.cache_dir} is a file, expected a folder")
+    if args.log_dir is not None and Path(args.log_dir).exists() and not Path(args.log_dir).is_dir():
+        raise InputError("--log-dir", f"{args.log_dir} is a file, expected a folder")
+    from .dataset_config import Folder, read_dataset_config
+
+    folders = read_dataset_config(args.dataset_config) if args.dataset_config else [Folder(args.data)]
     if args.model is None and (args.temporal_layers is None or args.sdxl is None):
         raise InputError("--model", "give a Hotshot-XL model folder, or --temporal-layers with --sdxl")
     for flag in ("model", "temporal_layers", "sdxl", "tokenizer", "captioner"):
@@ -143,7 +170,9 @@ def options_from_args(args):
 
     return TrainOptions(
         model=args.model, temporal_layers=args.temporal_layers, sdxl=args.sdxl, tokenizer=args.tokenizer,
-        data=args.data, output=str(output), steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        data=args.data or args.dataset_config, folders=folders, dataset_config=args.dataset_config,
+        output=str(output), log_dir=args.log_dir or checkpoint_dir, log_every=args.log_every,
+        cache_dir=args.cache_dir, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
         lr=args.lr, lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         optimizer=args.optimizer, max_grad_norm=args.max_grad_norm, seed=args.seed, frames=args.frames, fps=args.fps,
         width=args.width, height=args.height, device=args.device, dtype=args.dtype, noise_offset=args.noise_offset,
@@ -165,17 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare_clips(options, log):
-    """Sources found, captions checked (or written), clips cut: a list of Clip, or an InputError."""
+    """Sources found, captions checked (or written), clips cut, each folder's repeats, caption prefix
+    and dropout applied: a list of Clip, or an InputError."""
+    from dataclasses import replace
+
     from ..pipeline import ASPECT_BUCKETS
-    from ..media.clips import find_sources, missing_captions
+    from ..media.clips import empty_captions, find_sources, missing_captions, plural
     from .data import scan
 
-    sources = find_sources(options.data)
-    missing = missing_captions(sources)
+    flag = "--dataset-config" if options.dataset_config else "--data"
+    sources = {folder: find_sources(folder.path, flag) for folder in options.folders}
+    every = [source for found in sources.values() for source in found]
+    missing = missing_captions(every)
     if missing and not options.caption_missing:
         names = ", ".join(str(s.caption_file) for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError("--data", f"{len(missing)} clips have no caption: {names}; write them, or pass "
+        verb = "has" if len(missing) == 1 else "have"
+        raise InputError(flag, f"{plural(len(missing), 'clip')} {verb} no caption: {names}; write them, or pass "
                          "--caption-missing --captioner FOLDER")
+    empty = empty_captions(every)
+    if empty:
+        log(f"{plural(len(empty), 'clip')} with an empty caption (trained unconditionally): "
+            + ", ".join(str(s.caption_file) for s in empty[:5]) + (" ..." if len(empty) > 5 else ""))
     if missing:
         from ..caption.captioner import caption_sources, check_captioner
         from .trainer import distributed
@@ -191,16 +230,22 @@ def prepare_clips(options, log):
 
             dist.barrier()
     buckets = [(options.width, options.height)] if options.width else ASPECT_BUCKETS
-    found = scan(sources, options.frames, options.fps, buckets)
-    if found.too_short:
-        log(f"{len(found.too_short)} clips shorter than {options.frames} frames at {options.fps:g} fps, skipped: "
-            + ", ".join(str(p) for p in found.too_short))
-    for path, why in found.unreadable:
-        log(f"unreadable, skipped: {path} ({why})")
-    if not found.clips:
-        raise InputError("--data", f"no usable clip in {options.data}: every clip is shorter than "
+    clips = []
+    for folder, found_sources in sources.items():
+        found = scan(found_sources, options.frames, options.fps, buckets)
+        if found.too_short:
+            log(f"{plural(len(found.too_short), 'clip')} shorter than {options.frames} frames at {options.fps:g} "
+                "fps, skipped: " + ", ".join(str(p) for p in found.too_short))
+        for path, why in found.unreadable:
+            log(f"unreadable, skipped: {path} ({why})")
+        cut = [replace(clip, caption=folder.caption(clip.caption), caption_dropout=folder.caption_dropout)
+               for clip in found.clips]
+        clips.extend(cut * folder.repeats)
+    if not clips:
+        where = options.data if len(options.folders) == 1 else ", ".join(f.path for f in options.folders)
+        raise InputError(flag, f"no usable clip in {where}: every clip is shorter than "
                          f"{options.frames} frames at {options.fps:g} fps or unreadable")
-    return found.clips
+    return clips
 
 
 def write_output(state, metadata, output: Path, overwrite: bool) -> None:
@@ -215,7 +260,27 @@ def write_output(state, metadata, output: Path, overwrite: bool) -> None:
     os.replace(temporary, output)
 
 
+def checkpoint_to_resume(options):
+    """The checkpoint `--resume` continues from; None to start at step 0 (no --resume, or --resume
+    auto with none there). --resume without one is an error: a mistyped --output or --checkpoint-dir
+    must not silently restart a long run."""
+    from .checkpoint import newest
+
+    if not options.resume:
+        return None
+    found = newest(Path(options.checkpoint_dir))
+    if found is None and options.resume != "auto":
+        raise InputError("--resume", f"no complete checkpoint in {options.checkpoint_dir} (check --output and "
+                         "--checkpoint-dir; --resume auto starts from step 0 when there is none)")
+    return found
+
+
 def run(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--inspect" or a.startswith("--inspect=") for a in argv):
+        from .provenance import inspect_main
+
+        return inspect_main(argv)
     args = build_parser().parse_args(argv)
 
     def log(message):
@@ -223,20 +288,20 @@ def run(argv=None) -> int:
 
     try:
         options = options_from_args(args)
+        found = checkpoint_to_resume(options)
         clips = prepare_clips(options, log)
-        from .checkpoint import newest
+        from ..media.clips import plural
         from .trainer import Trainer
 
         trainer = Trainer(options, clips, log)
-        if options.resume:
-            found = newest(Path(options.checkpoint_dir))
-            if found is None:
-                log(f"--resume: no complete checkpoint in {options.checkpoint_dir}; starting from step 0")
-            else:
-                trainer.restore(found)
-                log(f"resumed from {found} (step {trainer.step} of {options.steps})")
+        if options.resume and found is None:
+            log(f"--resume auto: no complete checkpoint in {options.checkpoint_dir}; starting from step 0")
+        elif found is not None:
+            trainer.restore(found)
+            log(f"resumed from {found} (step {trainer.step} of {options.steps})")
+            trainer.redo_lost_validation()
         if trainer.rank == 0:
-            log(f"training on {len(clips)} clips, {trainer.world} process(es), global batch "
+            log(f"training on {plural(len(clips), 'clip')}, {trainer.world} process(es), global batch "
                 f"{trainer.global_batch * options.grad_accum}, {trainer.dtype} on {trainer.device}")
         loss = trainer.fit()
         if trainer.rank == 0:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..media.clips import Source, read_frames  # the folder of clips, shared with the captioner
+from ..media.clips import Source, plural, read_frames  # the folder of clips, shared with the captioner
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Clip:
     caption: str
     source_size: tuple[int, int]  # width, height
     bucket: tuple[int, int]  # width, height trained at
+    caption_dropout: float = 0.0  # share of draws trained with an empty caption (dataset config)
 
     @property
     def key(self) -> str:
@@ -47,7 +48,7 @@ class Scan:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
     def report(self) -> str:
-        lines = [f"{len(self.clips)} clips"]
+        lines = [plural(len(self.clips), "clip")]
         if self.too_short:
             lines.append(f"{len(self.too_short)} too short and skipped: " + ", ".join(str(p) for p in self.too_short))
         for path, why in self.unreadable:

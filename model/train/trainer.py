@@ -30,8 +30,10 @@ from ..memory.precision import resolve_dtype, training_dtype
 from . import checkpoint as checkpoints
 from .data import Clip, epoch_batches, load_clip
 from ..network.unet import set_gradient_checkpointing
+from .logs import Smoothed, TrainingLog
 from .lora import MotionLoRA
 from .objective import Objective
+from .provenance import at_step, run_settings
 
 
 @dataclass
@@ -42,8 +44,13 @@ class TrainOptions:
     temporal_layers: str | None = None
     sdxl: str | None = None
     tokenizer: str | None = None
-    data: str = ""
+    data: str = ""  # --data, or the --dataset-config file
+    folders: list = None  # dataset_config.Folder per clip folder (default: --data alone)
+    dataset_config: str | None = None
     output: str = ""
+    log_dir: str | None = None  # metrics.csv and TensorBoard events; None: no log
+    log_every: int = 1
+    cache_dir: str | None = None
     steps: int = 100
     batch_size: int = 1
     grad_accum: int = 1
@@ -72,7 +79,7 @@ class TrainOptions:
     save_every: int = 0
     checkpoint_dir: str | None = None
     keep_checkpoints: int = 3
-    resume: bool = False
+    resume: bool | str = False  # True, or "auto": only if there is a checkpoint
     validate_every: int = 0
     validation_prompt: str | None = None
     validation_steps: int = 20
@@ -81,6 +88,12 @@ class TrainOptions:
     caption_missing: bool = False
     captioner: str | None = None
     progress: bool = True
+
+    def __post_init__(self):
+        if self.folders is None:
+            from .dataset_config import Folder
+
+            self.folders = [Folder(self.data)]
 
 
 def distributed(device: torch.device | None = None) -> tuple[int, int, int]:
@@ -154,6 +167,16 @@ class Trainer:
         self.text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.step = 0
         self.global_batch = options.batch_size * self.world
+        self.smoothed = Smoothed()
+        self.last_grad_norm = float("nan")
+        # what every written file records of this run (rank 0 writes them; the base files hashed once)
+        self.provenance = (run_settings(options, clips, type(self.optimizer).__name__, self.dtype, self.world)
+                           if self.rank == 0 else {})
+        self.store = None  # --cache-dir: encodings streamed from disk (cache.py)
+        if options.cache_dir:
+            from .cache import EncodingStore
+
+            self.store = EncodingStore.prepare(self)
         self.epoch_length = len(epoch_batches(clips, self.global_batch, options.seed, 0))
 
     @staticmethod
@@ -190,6 +213,8 @@ class Trainer:
     @torch.no_grad()
     def _moments(self, clip: Clip, pixels=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The VAE's latent mean and std (4, frames, h, w), float32, and the time ids (6,)."""
+        if self.store is not None:
+            return self.store.moments(clip)
         if self.options.cache_latents and clip.key in self.latent_cache:
             return self.latent_cache[clip.key]
         frames, time_ids = load_clip(clip, pixels)
@@ -202,6 +227,8 @@ class Trainer:
 
     @torch.no_grad()
     def _text(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.store is not None:
+            return self.store.text(caption)
         if caption in self.text_cache:
             return self.text_cache[caption]
         cond = self.pipe.text.encode(caption, chunks=1)  # 77 tokens, as the original truncates
@@ -225,7 +252,11 @@ class Trainer:
             mean, std, ids = self._moments(clip)
             latent = (mean + std * torch.randn(mean.shape, generator=generator)) * self.scaling
             noise, timestep = self.objective.draw(latent[None], [generator])
-            context, pool = self._text(clip.caption)
+            caption = clip.caption
+            if clip.caption_dropout > 0:  # its own generator: the noise above is drawn as without dropout
+                draw = _clip_generator(self.options.seed + 1, micro_batch, self.rank * self.options.batch_size + offset)
+                caption = "" if torch.rand((), generator=draw).item() < clip.caption_dropout else caption
+            context, pool = self._text(caption)
             latents.append(latent), noises.append(noise[0]), timesteps.append(timestep)
             contexts.append(context), pooled.append(pool), time_ids.append(ids)
         to = dict(device=self.device)
@@ -268,7 +299,10 @@ class Trainer:
     def optimise(self, step: int) -> float:
         loss = self.gradients(step)
         if self.options.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(list(self.masters.values()), self.options.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(list(self.masters.values()), self.options.max_grad_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([m.grad for m in self.masters.values() if m.grad is not None])
+        self.last_grad_norm = float(norm)  # before clipping, as clip_grad_norm_ reports it
         self.optimizer.step()
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -284,7 +318,7 @@ class Trainer:
         epoch, batch = divmod(micro_batch, self.epoch_length)
         return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "data_position": {"micro_batch": micro_batch, "epoch": epoch, "batch_in_epoch": batch},
-                "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+                "loss_smoothing": self.smoothed.state_dict(), "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def restore(self, folder: Path) -> None:
@@ -300,6 +334,8 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         if step > self.options.steps:
             raise InputError("--steps", f"{folder} is at step {step}, past --steps {self.options.steps}")
+        if "loss_smoothing" in state:
+            self.smoothed.load_state_dict(state["loss_smoothing"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate((3, tuple(state["python_rng"]), None))
         if state["cuda_rng"] and torch.cuda.is_available():
@@ -311,7 +347,7 @@ class Trainer:
             return None
         return checkpoints.save(Path(self.options.checkpoint_dir), self.step,
                                 {n: m for n, m in self.masters.items()}, self.state(), self.run_identity(),
-                                self.options.keep_checkpoints)
+                                self.options.keep_checkpoints, metadata=at_step(self.provenance, self.step))
 
     def output_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The output file's tensors and metadata: the temporal layers in the released layout (all
@@ -325,12 +361,14 @@ class Trainer:
                 state[f"unet.{name}.lora_A.weight"] = self.masters[f"{name}.lora_A.weight"].detach()
                 state[f"unet.{name}.lora_B.weight"] = self.masters[f"{name}.lora_B.weight"].detach()
                 state[f"unet.{name}.alpha"] = torch.tensor(adapter.alpha)
-            return {k: v.float().cpu().contiguous() for k, v in state.items()}, {"format": FORMAT}
+            return ({k: v.float().cpu().contiguous() for k, v in state.items()},
+                    {"format": FORMAT, **at_step(self.provenance, self.step)})
         state = {k: v for k, v in self.unet.state_dict().items() if is_temporal_key(k)}
         state.update({k: m.detach() for k, m in self.masters.items()})
         if self.dtype != torch.float32:  # the position tables as the source file holds them, not bf16-rounded
             state.update(self._source_position_tables())
-        return {k: v.to(dtype).cpu().contiguous() for k, v in state.items()}, {"format": "pt"}
+        return ({k: v.to(dtype).cpu().contiguous() for k, v in state.items()},
+                {"format": "pt", **at_step(self.provenance, self.step)})
 
     def _source_position_tables(self) -> dict[str, torch.Tensor]:
         from ..files.loading import _pick_sources, classify
@@ -344,22 +382,44 @@ class Trainer:
                                            and is_temporal_key(key)))
         return tables
 
-    def validate(self) -> Path | None:
+    def validation_path(self, step: int) -> Path:
+        return Path(self.options.checkpoint_dir) / f"validation-step-{step:08d}.mp4"
+
+    def validate(self, training_log: TrainingLog | None = None) -> Path | None:
         o = self.options
         if self.rank != 0 or not o.validation_prompt:
             return None
+        import os
+
         from ..media.video import write_video
 
         width, height = o.width or self.clips[0].bucket[0], o.height or self.clips[0].bucket[1]
+        target = self.validation_path(self.step)
+        self.log(f"validation video at step {self.step}: {o.validation_steps} sampling steps, {width}x{height} ...")
         self.unet.eval()
         try:
             frames = self.pipe(o.validation_prompt, width=width, height=height, frames=o.frames,
                                steps=o.validation_steps, seed=o.seed)
         finally:
             self.unet.train()
-        target = Path(o.checkpoint_dir) / f"validation-step-{self.step:08d}.mp4"
         target.parent.mkdir(parents=True, exist_ok=True)
-        return write_video(frames, target, fps=o.fps, overwrite=True)[0]
+        # under a temporary name until complete: a kill while writing leaves no video that looks done
+        temporary = target.with_name(f".partial-{target.name}")
+        write_video(frames, temporary, fps=o.fps, overwrite=True)
+        os.replace(temporary, target)
+        if training_log is not None:
+            training_log.validation(self.step, frames)
+        self.log(f"wrote {target}")
+        return target
+
+    def redo_lost_validation(self) -> Path | None:
+        """After a resume: the video of the checkpoint's own step, if the kill came before it was
+        written (checkpoints are saved before validating, so the weights are the ones it would show)."""
+        o = self.options
+        if (o.validate_every and self.step and self.step % o.validate_every == 0
+                and not self.validation_path(self.step).is_file()):
+            return self.validate()
+        return None
 
     # -- the loop --------------------------------------------------------------------------------------
     def fit(self) -> float | None:
@@ -368,23 +428,42 @@ class Trainer:
         loss = None
         from tqdm.auto import tqdm
 
+        training_log = (TrainingLog(o.log_dir, o.log_every, self.step, self.log)
+                        if self.rank == 0 and o.log_dir and o.log_every else None)
         bar = tqdm(total=o.steps, initial=self.step, desc="training", unit="step", file=sys.stderr,
                    disable=not o.progress or self.rank != 0, dynamic_ncols=True)
-        while self.step < o.steps:
-            loss = self.optimise(self.step)
-            if not math.isfinite(loss):
-                raise InputError("--lr", f"the loss became {loss} at step {self.step + 1}; lower --lr or use --dtype fp32")
-            self.step += 1
-            rate = (self.step - first) / (time.perf_counter() - started)
-            bar.update()
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.schedule.get_last_lr()[0]:.2e}", steps_s=f"{rate:.2f}")
-            if o.save_every and self.step % o.save_every == 0 and self.step < o.steps:
-                self.save_checkpoint()
-            if o.validate_every and self.step % o.validate_every == 0:
-                self.validate()
-            if self.world > 1 and (o.save_every or o.validate_every):
-                dist.barrier()
-        bar.close()
+        try:
+            while self.step < o.steps:
+                step_started = time.perf_counter()
+                loss = self.optimise(self.step)
+                if self.world > 1:  # the loss of the whole global batch, as the gradients are
+                    total = torch.tensor([loss], dtype=torch.float64, device=self.device)
+                    dist.all_reduce(total)
+                    loss = total.item() / self.world
+                if not math.isfinite(loss):
+                    raise InputError("--lr", f"the loss became {loss} at step {self.step + 1}; lower --lr or use --dtype fp32")
+                self.step += 1
+                seconds = time.perf_counter() - step_started
+                smoothed = self.smoothed.update(loss)
+                lr = self.schedule.get_last_lr()[0]
+                rate = (self.step - first) / (time.perf_counter() - started)
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", steps_s=f"{rate:.2f}")
+                if training_log is not None and training_log.wants(self.step):
+                    training_log.record(self.step, loss=loss, loss_smoothed=smoothed, lr=lr,
+                                        grad_norm=self.last_grad_norm, step_seconds=seconds,
+                                        clips_per_second=self.global_batch * o.grad_accum / seconds)
+                # the last step too: a longer run (--resume --steps more) continues from it
+                if o.save_every and (self.step % o.save_every == 0 or self.step == o.steps):
+                    self.save_checkpoint()
+                if o.validate_every and self.step % o.validate_every == 0:
+                    self.validate(training_log)
+                if self.world > 1 and (o.save_every or o.validate_every):
+                    dist.barrier()
+        finally:
+            bar.close()
+            if training_log is not None:
+                training_log.close()
         return loss
 
 
