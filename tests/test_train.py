@@ -574,3 +574,153 @@ def test_slips(case, tiny_model_dir, clips, tmp_path, capsys):
     if case is _validation_lost_to_a_kill:
         assert (tmp_path / "ckpt" / "validation-step-00000002.mp4").stat().st_size > 0
         assert not list((tmp_path / "ckpt").glob(".partial-*"))
+
+
+# -- the encoding cache ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def encoder_calls(monkeypatch):
+    """Calls of the VAE's encode and of both text encoders, counted at their classes."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    calls = {"vae": 0, "text": 0}
+
+    def counting(cls, method, kind):
+        original = getattr(cls, method)
+
+        def counted(*args, **kwargs):
+            calls[kind] += 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(cls, method, counted)
+
+    counting(AutoencoderKL, "encode", "vae")
+    counting(CLIPTextModel, "forward", "text")
+    counting(CLIPTextModelWithProjection, "forward", "text")
+    return calls
+
+
+def test_a_second_run_from_the_cache_dir_encodes_nothing_and_equals_the_uncached_run(tiny_model_dir, clips, tmp_path,
+                                                                                      encoder_calls):
+    cache = tmp_path / "cache"
+    runs = {}
+    for name, extra in (("plain", []), ("filling", ["--cache-dir", str(cache)]),
+                        ("cached", ["--cache-dir", str(cache)])):
+        before = dict(encoder_calls)
+        out = tmp_path / f"{name}.safetensors"
+        assert cli.run(train_args(tiny_model_dir, clips, out, "--steps", "3", "--frames", "2", "--checkpoint-dir",
+                                  str(tmp_path / f"{name}-ckpt"), *extra)) == 0
+        runs[name] = (read(out)[0], {k: encoder_calls[k] - before[k] for k in before})
+    clip_count = int(read(tmp_path / "plain.safetensors")[1]["ss_num_train_clips"])
+    per_caption = runs["plain"][1]["text"] // 3  # the plain run encodes each step's caption
+    assert runs["plain"][1]["vae"] == 3 and per_caption >= 2
+    assert runs["filling"][1] == {"vae": clip_count, "text": 2 * per_caption}  # each clip and caption once
+    assert runs["cached"][1] == {"vae": 0, "text": 0}
+    plain = runs["plain"][0]
+    for name in ("filling", "cached"):
+        assert all(torch.equal(runs[name][0][k], plain[k]) for k in plain), name
+    shards = sorted(p.name.split("-")[0] for p in cache.glob("*.safetensors"))
+    assert shards == ["latents", "text"] and (cache / "content-hashes.json").is_file()
+    assert not list(cache.glob(".*partial"))
+
+
+def test_the_cache_is_keyed_by_content_and_encoder(tiny_model_dir, clips, tmp_path):
+    from model.train.cache import EncodingStore
+
+    cache = tmp_path / "cache"
+    argv = train_args(tiny_model_dir, clips, tmp_path / "o.safetensors", "--frames", "2", "--cache-dir", str(cache))
+    first = trainer_for(argv)
+    moved = tmp_path / "moved"  # the same clips elsewhere: the same entries
+    shutil.copytree(clips, moved)
+    second = trainer_for(train_args(tiny_model_dir, moved, tmp_path / "o.safetensors", "--frames", "2", "--cache-dir",
+                                    str(cache)))
+    assert sorted(first.store.latent_keys.values()) == sorted(second.store.latent_keys.values())
+    (moved / "slide.mp4").unlink()
+    write_clip(moved / "slide.mp4", 12, 5)  # new content under an old name: a new entry
+    changed = trainer_for(train_args(tiny_model_dir, moved, tmp_path / "o.safetensors", "--frames", "2",
+                                     "--cache-dir", str(cache)))
+    assert len(set(changed.store.latent_keys.values()) - set(first.store.latent_keys.values())) > 0
+    with torch.no_grad():  # other VAE weights: other entries, never the old ones
+        next(changed.pipe.vae.parameters()).add_(1)
+    other = EncodingStore.prepare(changed)
+    assert not set(other.latent_keys.values()) & set(changed.store.latent_keys.values())
+    assert other.text_keys == changed.store.text_keys
+
+
+def test_streaming_from_the_cache_holds_a_bounded_number_of_shards(tmp_path):
+    import gc
+
+    from model.train.cache import ShardReader, ShardWriter
+
+    def resident_bytes():
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    entry = 256 << 10  # bytes
+    writer = ShardWriter(tmp_path, "latents", shard_bytes=4 * entry)
+    for i in range(160):  # 40 MiB of entries; the reader's budget: 2 open shards of 1 MiB
+        writer.add(f"k{i}", {"mean": torch.full((entry // 4,), float(i))})
+    writer.flush()
+    del writer
+    assert len(list(tmp_path.glob("latents-*.safetensors"))) == 40
+    reader = ShardReader(tmp_path, "latents", open_shards=2)
+    gc.collect()
+    tensors_before = sum(issubclass(type(o), torch.Tensor) for o in gc.get_objects())
+    rss_before = resident_bytes()
+    growth = []
+    for _ in range(2):
+        for i in range(160):
+            (mean,) = reader.get(f"k{i}", ("mean",))
+            assert mean[0].item() == i and len(reader._open) <= 2
+            del mean
+        growth.append(resident_bytes() - rss_before)
+    gc.collect()
+    assert sum(issubclass(type(o), torch.Tensor) for o in gc.get_objects()) == tensors_before
+    assert max(growth) < 10 << 20, growth  # vs 40 MiB if the entries were kept
+
+
+# -- dataset config ---------------------------------------------------------------------------------------
+
+
+def test_a_dataset_config_sets_repeats_prefix_and_caption_dropout_per_folder(tiny_model_dir, clips, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    write_clip(other / "solo.mp4", 8, 3)
+    (other / "solo.txt").write_text("a lone texture")
+    config = tmp_path / "data.toml"
+    config.write_text(f'[[folder]]\npath = "{clips}"\nrepeats = 2\nprefix = "zzq,"\n\n'
+                      '[[folder]]\npath = "other"\ncaption_dropout = 1.0\n')
+    argv = ["--model", str(tiny_model_dir), "--dataset-config", str(config), "--output",
+            str(tmp_path / "o.safetensors"), "--width", "64", "--height", "64", "--frames", "2", "--batch-size", "2"]
+    trainer = trainer_for(argv)
+    from_clips = [c for c in trainer.clips if c.source.path.parent == clips]
+    assert len(from_clips) == 2 * len({c.key for c in from_clips}) and len(trainer.clips) == len(from_clips) + 4
+    assert {c.caption for c in from_clips} == {"zzq, a texture sliding to the right", "zzq, another texture"}
+    solo = [c for c in trainer.clips if c.source.path.parent == other]
+    assert {(c.caption, c.caption_dropout) for c in solo} == {("a lone texture", 1.0)}
+    seen = []
+    trainer._text = lambda caption: (seen.append(caption), trainer.encode_caption(caption))[1]
+    for micro_batch in range(trainer.epoch_length):
+        batch = trainer.batch_for(micro_batch)
+        seen.clear()
+        trainer.inputs(micro_batch)
+        assert seen == ["" if trainer.clips[i] in solo else trainer.clips[i].caption for i in batch]
+    assert json.loads(trainer.provenance["ss_dataset_dirs"])[1] == {
+        "path": str(other), "repeats": 1, "prefix": "", "caption_dropout": 1.0, "clips": 4}
+
+
+@pytest.mark.parametrize("text, suffix, message", [
+    ('[[folder]]\npath = "x"\nrepeat = 2\n', ".toml", "folder 1: unknown key 'repeat'"),
+    ('[[folder]]\npath = "x"\nrepeats = 0\n', ".toml", "folder 1: repeats must be a positive whole number"),
+    ('{"folder": [{"path": "x"}, {"path": "y", "caption_dropout": 1.5}]}', ".json",
+     "folder 2: caption_dropout must be between 0 and 1"),
+    ('[[folder]]\nrepeats = 2\n', ".toml", "folder 1: needs path"),
+    ('folder = [', ".toml", "is not valid TOML"),
+    ('path: x', ".yaml", "expected a .toml or .json file"),
+])
+def test_bad_dataset_configs_are_named(tiny_model_dir, tmp_path, capsys, text, suffix, message):
+    config = tmp_path / f"data{suffix}"
+    config.write_text(text)
+    code, error = run_cli(["--model", str(tiny_model_dir), "--dataset-config", str(config), "--output",
+                           str(tmp_path / "o.safetensors")], capsys)
+    assert code == 2 and f"--dataset-config: {config}" in error and message in error, error

@@ -217,13 +217,18 @@ class Trainer:
             return self.store.moments(clip)
         if self.options.cache_latents and clip.key in self.latent_cache:
             return self.latent_cache[clip.key]
-        frames, time_ids = load_clip(clip, pixels)
-        dist_ = self.pipe.vae.encode(frames.to(self.device, self.pipe.vae.dtype)).latent_dist
-        # (frames, 4, h, w) -> (4, frames, h, w)
-        result = (dist_.mean.float().transpose(0, 1).cpu(), dist_.std.float().transpose(0, 1).cpu(), time_ids)
+        result = self.encode_clip(clip, pixels)
         if self.options.cache_latents:
             self.latent_cache[clip.key] = result
         return result
+
+    @torch.no_grad()
+    def encode_clip(self, clip: Clip, pixels=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """_moments without any cache: the VAE's encoding of the clip."""
+        frames, time_ids = load_clip(clip, pixels)
+        dist_ = self.pipe.vae.encode(frames.to(self.device, self.pipe.vae.dtype)).latent_dist
+        # (frames, 4, h, w) -> (4, frames, h, w)
+        return dist_.mean.float().transpose(0, 1).cpu(), dist_.std.float().transpose(0, 1).cpu(), time_ids
 
     @torch.no_grad()
     def _text(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,11 +236,16 @@ class Trainer:
             return self.store.text(caption)
         if caption in self.text_cache:
             return self.text_cache[caption]
-        cond = self.pipe.text.encode(caption, chunks=1)  # 77 tokens, as the original truncates
-        result = (cond.context[0].cpu(), cond.pooled[0].cpu())
+        result = self.encode_caption(caption)
         if self.options.cache_text:
             self.text_cache[caption] = result
         return result
+
+    @torch.no_grad()
+    def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """_text without any cache: the text encoders' context (77, 2048) and pooled embedding."""
+        cond = self.pipe.text.encode(caption, chunks=1)  # 77 tokens, as the original truncates
+        return cond.context[0].cpu(), cond.pooled[0].cpu()
 
     def batch_for(self, micro_batch: int) -> list[int]:
         """This rank's clip indices for a micro-batch (the global batch sliced by rank)."""
