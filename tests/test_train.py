@@ -254,6 +254,12 @@ def test_killed_and_resumed_ends_bit_identical_and_loads_in_the_sample_cli(tiny_
 
     assert cli.run(argv + ["--resume"]) == 0
     resumed, straight_state = read(out)[0], read(straight)[0]
+    # The log holds each step once, the steps the killed run logged after its checkpoint written again.
+    from model.train.logs import read_rows
+
+    logged, straight_log = read_rows(ckpt / "metrics.csv"), read_rows(tmp_path / "straight-ckpt" / "metrics.csv")
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert [(r["loss"], r["loss_smoothed"]) for r in logged] == [(r["loss"], r["loss_smoothed"]) for r in straight_log]
     assert resumed.keys() == straight_state.keys()
     assert all(torch.equal(resumed[k], straight_state[k]) for k in resumed)
 
@@ -307,7 +313,7 @@ def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_m
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                                 "--master-port", "29517", str(worker), str(tmp_path / "g.pt"), *argv,
-                                "--batch-size", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                "--batch-size", "1", "--cache-dir", str(tmp_path / "cache")], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
         trainer = trainer_for(argv + ["--batch-size", "2"])  # meanwhile: one rank, both clips
@@ -326,6 +332,8 @@ def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_m
 
     assert [row["step"] for row in read_rows(logs / "metrics.csv")] == [1]
     assert len(list((logs / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    # --cache-dir: each rank encoded its share (one clip, one caption: a shard of each per rank).
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors")) == ["latents"] * 2 + ["text"] * 2
 
 
 # -- bad input: one clear error naming the flag or file, before anything is loaded -----------------------
@@ -574,6 +582,12 @@ def test_slips(case, tiny_model_dir, clips, tmp_path, capsys):
     if case is _validation_lost_to_a_kill:
         assert (tmp_path / "ckpt" / "validation-step-00000002.mp4").stat().st_size > 0
         assert not list((tmp_path / "ckpt").glob(".partial-*"))
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path / "ckpt" / "tensorboard"))
+        events.Reload()
+        # the first run's and the redone one's (the test removed the video rather than killing the run)
+        assert [image.step for image in events.Images("validation")] == [2, 2]
 
 
 # -- the encoding cache ---------------------------------------------------------------------------------

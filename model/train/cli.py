@@ -299,7 +299,6 @@ def run(argv=None) -> int:
         elif found is not None:
             trainer.restore(found)
             log(f"resumed from {found} (step {trainer.step} of {options.steps})")
-            trainer.redo_lost_validation()
         if trainer.rank == 0:
             log(f"training on {plural(len(clips), 'clip')}, {trainer.world} process(es), global batch "
                 f"{trainer.global_batch * options.grad_accum}, {trainer.dtype} on {trainer.device}")

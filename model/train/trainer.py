@@ -207,7 +207,13 @@ class Trainer:
                 "data": _digest([c.key for c in self.clips]), "global_batch": self.global_batch,
                 "grad_accum": o.grad_accum, "seed": o.seed, "frames": o.frames, "fps": o.fps,
                 "lr": o.lr, "lr_scheduler": o.lr_scheduler, "warmup_steps": o.warmup_steps,
-                "dtype": str(self.dtype)}  # not --steps: a run may be resumed with more steps
+                "dtype": str(self.dtype), **self._dataset_identity()}  # not --steps: it may be raised
+
+    def _dataset_identity(self) -> dict:
+        """With --dataset-config: its prefixes and dropouts too (repeats already change the clip list)."""
+        if not self.options.dataset_config:
+            return {}
+        return {"dataset": _digest([[f.path, f.repeats, f.prefix, f.caption_dropout] for f in self.options.folders])}
 
     # -- inputs --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -422,13 +428,13 @@ class Trainer:
         self.log(f"wrote {target}")
         return target
 
-    def redo_lost_validation(self) -> Path | None:
+    def redo_lost_validation(self, training_log: TrainingLog | None = None) -> Path | None:
         """After a resume: the video of the checkpoint's own step, if the kill came before it was
         written (checkpoints are saved before validating, so the weights are the ones it would show)."""
         o = self.options
         if (o.validate_every and self.step and self.step % o.validate_every == 0
                 and not self.validation_path(self.step).is_file()):
-            return self.validate()
+            return self.validate(training_log)
         return None
 
     # -- the loop --------------------------------------------------------------------------------------
@@ -440,6 +446,9 @@ class Trainer:
 
         training_log = (TrainingLog(o.log_dir, o.log_every, self.step, self.log)
                         if self.rank == 0 and o.log_dir and o.log_every else None)
+        self.redo_lost_validation(training_log)  # resumed at a step whose video a kill prevented
+        if self.world > 1 and o.validate_every:
+            dist.barrier()
         bar = tqdm(total=o.steps, initial=self.step, desc="training", unit="step", file=sys.stderr,
                    disable=not o.progress or self.rank != 0, dynamic_ncols=True)
         try:
