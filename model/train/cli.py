@@ -203,8 +203,8 @@ def prepare_clips(options, log):
     from .data import scan
 
     flag = "--dataset-config" if options.dataset_config else "--data"
-    sources = {folder: find_sources(folder.path, flag) for folder in options.folders}
-    every = [source for found in sources.values() for source in found]
+    sources = [(folder, find_sources(folder.path, flag)) for folder in options.folders]
+    every = [source for _, found in sources for source in found]
     missing = missing_captions(every)
     if missing and not options.caption_missing:
         names = ", ".join(str(s.caption_file) for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -231,7 +231,7 @@ def prepare_clips(options, log):
             dist.barrier()
     buckets = [(options.width, options.height)] if options.width else ASPECT_BUCKETS
     clips = []
-    for folder, found_sources in sources.items():
+    for folder, found_sources in sources:
         found = scan(found_sources, options.frames, options.fps, buckets)
         if found.too_short:
             log(f"{plural(len(found.too_short), 'clip')} shorter than {options.frames} frames at {options.fps:g} "
