@@ -313,8 +313,8 @@ def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_m
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                                 "--master-port", "29517", str(worker), str(tmp_path / "g.pt"), *argv,
-                                "--batch-size", "1", "--cache-dir", str(tmp_path / "cache")], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                                "--batch-size", "1", "--cache-dir", str(tmp_path / "cache")], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         trainer = trainer_for(argv + ["--batch-size", "2"])  # meanwhile: one rank, both clips
         trainer.gradients(0)
@@ -333,7 +333,8 @@ def test_two_gloo_ranks_of_one_clip_give_the_gradients_of_one_rank_of_two(tiny_m
     assert [row["step"] for row in read_rows(logs / "metrics.csv")] == [1]
     assert len(list((logs / "tensorboard").glob("events.out.tfevents.*"))) == 1
     # --cache-dir: each rank encoded its share (one clip, one caption: a shard of each per rank).
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors")) == ["latents"] * 2 + ["text"] * 2
+    shards = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert shards == ["latents"] * 2 + ["text"] * 2
 
 
 # -- bad input: one clear error naming the flag or file, before anything is loaded -----------------------
@@ -480,9 +481,10 @@ def test_a_run_logs_every_step_and_its_files_say_how_they_were_made(tiny_model_d
         "0.001", "cosine", "4")
     assert (metadata["ss_batch_size_per_device"], metadata["ss_mixed_precision"], metadata["ss_seed"]) == (
         "1", "float32", "111")
-    assert "ss_network_dim" not in metadata and metadata["ss_num_train_clips"] == str(len(cli.prepare_clips(
-        cli.options_from_args(cli.build_parser().parse_args(train_args(tiny_model_dir, clips, tmp_path / "x.safetensors",
-                                                                       "--frames", "2"))), print)))
+    options = cli.options_from_args(cli.build_parser().parse_args(
+        train_args(tiny_model_dir, clips, tmp_path / "x.safetensors", "--frames", "2")))
+    assert "ss_network_dim" not in metadata
+    assert metadata["ss_num_train_clips"] == str(len(cli.prepare_clips(options, print)))
     folders = json.loads(metadata["ss_dataset_dirs"])
     assert folders == [{"path": str(clips.resolve()), "repeats": 1, "prefix": "", "caption_dropout": 0.0,
                         "clips": int(metadata["ss_num_train_clips"])}]
@@ -494,7 +496,8 @@ def test_a_run_logs_every_step_and_its_files_say_how_they_were_made(tiny_model_d
     capsys.readouterr()
     assert cli.run(["--inspect", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "ss_lr_scheduler: cosine" in printed and "ss_steps: 20" in printed and f"hash={fast_hash(unet_file)}" in printed
+    assert "ss_lr_scheduler: cosine" in printed and "ss_steps: 20" in printed
+    assert f"hash={fast_hash(unet_file)}" in printed
     assert cli.run(["--inspect", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors: not found" in capsys.readouterr().err
 

@@ -63,7 +63,8 @@ class TrainingLog:
             log(f"TensorBoard event files need the tensorboard package (pip install tensorboard); "
                 f"logging to {self.csv_path} only")
         else:
-            self.events = SummaryWriter(str(self.folder / EVENTS_FOLDER), purge_step=start_step + 1 if start_step else None)
+            self.events = SummaryWriter(str(self.folder / EVENTS_FOLDER),
+                                        purge_step=start_step + 1 if start_step else None)
 
     def _keep_rows_until(self, step: int) -> None:
         if not self.csv_path.is_file():

@@ -334,7 +334,8 @@ class Trainer:
         epoch, batch = divmod(micro_batch, self.epoch_length)
         return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "data_position": {"micro_batch": micro_batch, "epoch": epoch, "batch_in_epoch": batch},
-                "loss_smoothing": self.smoothed.state_dict(), "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+                "loss_smoothing": self.smoothed.state_dict(),
+                "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def restore(self, folder: Path) -> None:
@@ -460,7 +461,8 @@ class Trainer:
                     dist.all_reduce(total)
                     loss = total.item() / self.world
                 if not math.isfinite(loss):
-                    raise InputError("--lr", f"the loss became {loss} at step {self.step + 1}; lower --lr or use --dtype fp32")
+                    raise InputError("--lr", f"the loss became {loss} at step {self.step + 1}; lower --lr or use "
+                                     "--dtype fp32")
                 self.step += 1
                 seconds = time.perf_counter() - step_started
                 smoothed = self.smoothed.update(loss)
