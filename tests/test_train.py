@@ -486,7 +486,7 @@ def test_a_run_logs_every_step_and_its_files_say_how_they_were_made(tiny_model_d
     assert "ss_network_dim" not in metadata
     assert metadata["ss_num_train_clips"] == str(len(cli.prepare_clips(options, print)))
     folders = json.loads(metadata["ss_dataset_dirs"])
-    assert folders == [{"path": str(clips.resolve()), "repeats": 1, "prefix": "", "caption_dropout": 0.0,
+    assert folders == [{"path": str(clips.resolve()), "repeats": 1, "prefix": "", "caption_dropout": 0.0, "size": None,
                         "clips": int(metadata["ss_num_train_clips"])}]
     files = json.loads(metadata["ss_base_model_files"])
     unet_file = tiny_model_dir.resolve() / "unet" / "diffusion_pytorch_model.safetensors"
@@ -706,7 +706,7 @@ def test_a_dataset_config_sets_repeats_prefix_and_caption_dropout_per_folder(tin
     (other / "solo.txt").write_text("a lone texture")
     config = tmp_path / "data.toml"
     config.write_text(f'[[folder]]\npath = "{clips}"\nrepeats = 2\nprefix = "zzq,"\n\n'
-                      '[[folder]]\npath = "other"\ncaption_dropout = 1.0\n')
+                      '[[folder]]\npath = "other"\ncaption_dropout = 1.0\nsize = [32, 40]\n')
     argv = ["--model", str(tiny_model_dir), "--dataset-config", str(config), "--output",
             str(tmp_path / "o.safetensors"), "--width", "64", "--height", "64", "--frames", "2", "--batch-size", "2"]
     trainer = trainer_for(argv)
@@ -714,7 +714,8 @@ def test_a_dataset_config_sets_repeats_prefix_and_caption_dropout_per_folder(tin
     assert len(from_clips) == 2 * len({c.key for c in from_clips}) and len(trainer.clips) == len(from_clips) + 4
     assert {c.caption for c in from_clips} == {"zzq, a texture sliding to the right", "zzq, another texture"}
     solo = [c for c in trainer.clips if c.source.path.parent == other]
-    assert {(c.caption, c.caption_dropout) for c in solo} == {("a lone texture", 1.0)}
+    assert {(c.caption, c.caption_dropout, c.bucket) for c in solo} == {("a lone texture", 1.0, (32, 40))}
+    assert {c.bucket for c in from_clips} == {(64, 64)}
     seen = []
     trainer._text = lambda caption: (seen.append(caption), trainer.encode_caption(caption))[1]
     for micro_batch in range(trainer.epoch_length):
@@ -723,7 +724,7 @@ def test_a_dataset_config_sets_repeats_prefix_and_caption_dropout_per_folder(tin
         trainer.inputs(micro_batch)
         assert seen == ["" if trainer.clips[i] in solo else trainer.clips[i].caption for i in batch]
     assert json.loads(trainer.provenance["ss_dataset_dirs"])[1] == {
-        "path": str(other), "repeats": 1, "prefix": "", "caption_dropout": 1.0, "clips": 4}
+        "path": str(other), "repeats": 1, "prefix": "", "caption_dropout": 1.0, "size": [32, 40], "clips": 4}
 
 
 @pytest.mark.parametrize("text, suffix, message", [
@@ -732,6 +733,7 @@ def test_a_dataset_config_sets_repeats_prefix_and_caption_dropout_per_folder(tin
     ('{"folder": [{"path": "x"}, {"path": "y", "caption_dropout": 1.5}]}', ".json",
      "folder 2: caption_dropout must be between 0 and 1"),
     ('[[folder]]\nrepeats = 2\n', ".toml", "folder 1: needs path"),
+    ('[[folder]]\npath = "x"\nsize = [60, 64]\n', ".toml", "folder 1: size must be [width, height], positive"),
     ('folder = [', ".toml", "is not valid TOML"),
     ('path: x', ".yaml", "expected a .toml or .json file"),
 ])

@@ -232,7 +232,7 @@ def prepare_clips(options, log):
     buckets = [(options.width, options.height)] if options.width else ASPECT_BUCKETS
     clips = []
     for folder, found_sources in sources:
-        found = scan(found_sources, options.frames, options.fps, buckets)
+        found = scan(found_sources, options.frames, options.fps, [folder.size] if folder.size else buckets)
         if found.too_short:
             log(f"{plural(len(found.too_short), 'clip')} shorter than {options.frames} frames at {options.fps:g} "
                 "fps, skipped: " + ", ".join(str(p) for p in found.too_short))

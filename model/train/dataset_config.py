@@ -7,12 +7,13 @@ own repeats, caption prefix (a trigger word) and caption dropout.
     repeats = 3                 # each clip counts 3 times per epoch
     prefix = "sks dog,"         # put before every caption of this folder (with a space)
     caption_dropout = 0.1       # this share of the folder's draws train with an empty caption
+    size = [512, 512]           # width, height: this folder's one bucket (default: the trainer's)
 
     [[folder]]
     path = "clips/beach"
 
-JSON: {"folder": [{"path": ..., ...}, ...]}. Size buckets are the trainer's (`--width/--height` or
-the release's aspect buckets); a config does not set them.
+JSON: {"folder": [{"path": ..., ...}, ...]}. Without `size`, a folder's clips go to the trainer's
+buckets (`--width/--height`, or the release's aspect buckets); batches never mix sizes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from ..errors import InputError
 
 FLAG = "--dataset-config"
-KEYS = {"path", "repeats", "prefix", "caption_dropout"}
+KEYS = {"path", "repeats", "prefix", "caption_dropout", "size"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Folder:
     repeats: int = 1
     prefix: str = ""
     caption_dropout: float = 0.0
+    size: tuple[int, int] | None = None  # (width, height)
 
     def caption(self, text: str) -> str:
         return f"{self.prefix} {text}".strip() if self.prefix else text
@@ -78,7 +80,11 @@ def read_dataset_config(file) -> list[Folder]:
         if (not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not math.isfinite(dropout)
                 or not 0 <= dropout <= 1):
             raise InputError(FLAG, f"{where}: caption_dropout must be between 0 and 1, got {dropout!r}")
+        size = entry.get("size")
+        if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 8 and v % 8 == 0 for v in size)):
+            raise InputError(FLAG, f"{where}: size must be [width, height], positive multiples of 8, got {size!r}")
         folder = Path(entry["path"]).expanduser()
         folder = folder if folder.is_absolute() else path.parent / folder
-        folders.append(Folder(str(folder), repeats, prefix.strip(), float(dropout)))
+        folders.append(Folder(str(folder), repeats, prefix.strip(), float(dropout), tuple(size) if size else None))
     return folders

@@ -66,7 +66,7 @@ def run_settings(options, clips, optimizer: str, dtype, world: int) -> dict[str,
 
     per_folder = Counter(str(Path(c.source.path).resolve().parent) for c in clips)
     folders = [{"path": str(Path(f.path).expanduser().resolve()), "repeats": f.repeats, "prefix": f.prefix,
-                "caption_dropout": f.caption_dropout,
+                "caption_dropout": f.caption_dropout, "size": list(f.size) if f.size else None,
                 "clips": per_folder.get(str(Path(f.path).expanduser().resolve()), 0) // f.repeats}
                for f in options.folders]
     base = {name: str(Path(value).expanduser().resolve()) for name, value in

@@ -213,7 +213,8 @@ class Trainer:
         """With --dataset-config: its prefixes and dropouts too (repeats already change the clip list)."""
         if not self.options.dataset_config:
             return {}
-        return {"dataset": _digest([[f.path, f.repeats, f.prefix, f.caption_dropout] for f in self.options.folders])}
+        folders = self.options.folders
+        return {"dataset": _digest([[f.path, f.repeats, f.prefix, f.caption_dropout, f.size] for f in folders])}
 
     # -- inputs --------------------------------------------------------------------------------------
     @torch.no_grad()
