@@ -48,7 +48,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="keep each caption's text embeddings: epochs after the first skip the text encoders")
     data.add_argument("--cache-dir", help="folder of encoded clips and captions (sharded safetensors keyed by "
                       "content and encoder): written once, shared by ranks and later runs; training streams from "
-                      "it with bounded memory")
+                      "it with bounded memory (--cache-latents/--cache-text are then not needed)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--output", help="the trained file (.safetensors): the temporal layers "

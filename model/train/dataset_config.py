@@ -50,14 +50,17 @@ def read_dataset_config(file) -> list[Folder]:
         raise InputError(FLAG, f"cannot read {path} ({error.strerror or error})") from None
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise InputError(FLAG, f"{path}: reading TOML needs Python 3.11 or later; write the config as "
+                                 "JSON") from None
             data = tomllib.loads(text)
         elif path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
             raise InputError(FLAG, f"{path}: expected a .toml or .json file")
-    except (ValueError, ImportError) as error:  # tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors
+    except ValueError as error:  # tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors
         raise InputError(FLAG, f"{path} is not valid {path.suffix[1:].upper()} ({error})") from None
     entries = data.get("folder") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
