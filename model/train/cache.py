@@ -163,12 +163,12 @@ class EncodingStore:
     def __init__(self, folder, latent_keys: dict[str, str], text_keys: dict[str, str],
                  open_shards: int = OPEN_SHARDS):
         self.folder = Path(folder)
-        self.latent_keys, self.text_keys = latent_keys, text_keys  # clip.key / caption -> entry key
+        self.latent_keys, self.text_keys = latent_keys, text_keys  # clip_id(clip) / caption -> entry key
         self.latents = ShardReader(self.folder, "latents", open_shards)
         self.texts = ShardReader(self.folder, "text", open_shards)
 
     def moments(self, clip: Clip) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.latents.get(self.latent_keys[clip.key], LATENT_NAMES)
+        return self.latents.get(self.latent_keys[clip_id(clip)], LATENT_NAMES)
 
     def text(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.texts.get(self.text_keys[caption], TEXT_NAMES)
@@ -185,7 +185,7 @@ class EncodingStore:
         text_id = module_identity(text.text_encoder, text.text_encoder_2, extra=(
             ENCODING_VERSION, "chunks=1", _vocabulary(text.tokenizer), _vocabulary(text.tokenizer_2)))
 
-        unique = {clip.key: clip for clip in trainer.clips}
+        unique = {clip_id(clip): clip for clip in trainer.clips}
         contents = _content_hashes(folder, [c.source for c in unique.values()], rank, world)
         latent_keys = {k: _blake(vae_id, contents[c.source.path], c.frame_indices, c.bucket, c.source_size)
                        for k, c in unique.items()}
@@ -211,7 +211,7 @@ class EncodingStore:
             pixels, _ = read_frames(clips[0].source)  # decoded once for all its clips
             for clip in clips:
                 mean, std, time_ids = trainer.encode_clip(clip, pixels)
-                writer.add(latent_keys[clip.key], {"mean": mean, "std": std, "time_ids": time_ids})
+                writer.add(latent_keys[clip_id(clip)], {"mean": mean, "std": std, "time_ids": time_ids})
         writer.flush()
         writer = ShardWriter(folder, "text", shard_bytes)
         for caption in todo_captions[rank::world]:
@@ -225,6 +225,12 @@ class EncodingStore:
         store.latents.rescan()
         store.texts.rescan()
         return store
+
+
+def clip_id(clip: Clip) -> str:
+    """A clip within a run: its source and first frame, and its bucket (a dataset config may list
+    one folder twice with different sizes)."""
+    return f"{clip.key}@{clip.bucket[0]}x{clip.bucket[1]}"
 
 
 def _vocabulary(tokenizer) -> str:

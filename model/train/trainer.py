@@ -163,7 +163,7 @@ class Trainer:
         self.schedule = get_scheduler(options.lr_scheduler, optimizer=self.optimizer,
                                       num_warmup_steps=options.warmup_steps, num_training_steps=options.steps)
         self.scaling = self.pipe.vae.config.scaling_factor
-        self.latent_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.latent_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.step = 0
         self.global_batch = options.batch_size * self.world
@@ -222,11 +222,12 @@ class Trainer:
         """The VAE's latent mean and std (4, frames, h, w), float32, and the time ids (6,)."""
         if self.store is not None:
             return self.store.moments(clip)
-        if self.options.cache_latents and clip.key in self.latent_cache:
-            return self.latent_cache[clip.key]
+        key = (clip.key, clip.bucket)  # a dataset config may list one folder twice, at two sizes
+        if self.options.cache_latents and key in self.latent_cache:
+            return self.latent_cache[key]
         result = self.encode_clip(clip, pixels)
         if self.options.cache_latents:
-            self.latent_cache[clip.key] = result
+            self.latent_cache[key] = result
         return result
 
     @torch.no_grad()
