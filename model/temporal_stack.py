@@ -1,0 +1,87 @@
+"""Hotshot-XL's temporal layers on their own, for hosts that bring their own SDXL UNet.
+
+A host UNet (ComfyUI's, through the native nodes) runs the spatial layers; it needs from us
+- the temporal layers of a checkpoint, one `TransformerTemporal` per down/up resnet, read from the
+  released temporal-layers file, a released UNet (its temporal keys) or the trainer's output, and
+- the original's frame-spanning GroupNorm as a function of the host's own norm weights.
+
+Nothing here knows the host: positions are named by the checkpoint's (kind, block, layer).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelFileError
+from .temporal import TransformerTemporal
+from .weights import read_safetensors, safetensors_keys
+
+TEMPORAL_HEADS = 8  # fixed by the release (not stored in any file)
+_KEY = re.compile(r"^(down|up)_blocks\.(\d+)\.temporal_attentions\.(\d+)\.(.+)$")
+# AnimateDiff's motion modules (SD 1.5 v1/v2/v3, and SDXL's v1.0 beta): not Hotshot-XL.
+_ANIMATEDIFF_MARK = "motion_modules."
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a temporal layer sits: after resnet `layer` of down or up block `block`."""
+
+    kind: str  # "down" or "up"
+    block: int
+    layer: int
+
+
+def frame_group_norm(x: torch.Tensor, frames: int, num_groups: int, weight: torch.Tensor | None,
+                     bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """GroupNorm of (videos*frames, c, h, w) whose statistics span each video's frames (the
+    original's GroupNorm on 5-D (videos, c, frames, h, w) tensors)."""
+    videos = x.shape[0] // frames
+    # (videos*frames, c, h, w) -> (videos, c, frames*h, w): a group's elements of one video together.
+    five_d = x.unflatten(0, (videos, frames)).transpose(1, 2)
+    out = F.group_norm(five_d, num_groups, weight, bias, eps)  # (videos, c, frames, h, w)
+    return out.transpose(1, 2).reshape(x.shape)
+
+
+def read_temporal_layers(path: str | Path, dtype: torch.dtype = torch.float32) -> dict[Position, TransformerTemporal]:
+    """The temporal layers held in `path` (a .safetensors file), built at the sizes the file gives.
+
+    ModelFileError (naming the file) for pickle, truncated or unreadable files, AnimateDiff motion
+    modules, files without temporal layers and incomplete layers.
+    """
+    path = Path(path)
+    keys = safetensors_keys(path)  # refuses pickle, missing and corrupt files with the file's name
+    if any(_ANIMATEDIFF_MARK in key for key in keys):
+        raise ModelFileError(path, "this is an AnimateDiff motion module (motion_modules.* keys, made for "
+                             "SD 1.5 or AnimateDiff-SDXL), not Hotshot-XL's temporal layers "
+                             "(hsxl_temporal_layers.safetensors)")
+    temporal = [key for key in keys if _KEY.match(key)]
+    if not temporal:
+        raise ModelFileError(path, "holds no Hotshot-XL temporal layers (expected keys like "
+                             "down_blocks.0.temporal_attentions.0.proj_in.weight)")
+    state = read_safetensors(path, dtype, keep=lambda key: _KEY.match(key) is not None)
+    grouped: dict[Position, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        kind, block, layer, rest = _KEY.match(key).groups()
+        grouped.setdefault(Position(kind, int(block), int(layer)), {})[rest] = tensor
+    layers = {}
+    for position, tensors in sorted(grouped.items(), key=lambda item: (item[0].kind != "down", item[0].block,
+                                                                        item[0].layer)):
+        name = f"{position.kind}_blocks.{position.block}.temporal_attentions.{position.layer}"
+        try:
+            channels = tensors["proj_in.weight"].shape[0]
+            max_frames = tensors["transformer_blocks.0.attention_blocks.0.pos_encoder.positional_encoding"].shape[1]
+        except KeyError as missing:
+            raise ModelFileError(path, f"{name} is incomplete: no {missing.args[0]}") from None
+        module = TransformerTemporal(channels, TEMPORAL_HEADS, max_frames).to(dtype)
+        try:
+            module.load_state_dict(tensors, strict=True)
+        except RuntimeError as error:
+            detail = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+            raise ModelFileError(path, f"{name} does not fit a Hotshot-XL temporal layer: {detail}") from None
+        layers[position] = module.requires_grad_(False).eval()
+    return layers

@@ -1,0 +1,91 @@
+"""A released Hotshot-XL folder as ComfyUI's own MODEL, CLIP and VAE.
+
+ComfyUI detects SDXL only at full size; this builds the same classes (`comfy.supported_models.SDXL`,
+`comfy.sd.CLIP`, `comfy.sd.VAE`) from the folder's configs, so any SDXL-shaped folder (the
+release, or the tiny test model) becomes a core MODEL. The MODEL is plain SDXL: the temporal
+layers come on with the Apply Temporal Layers node, as on any other SDXL MODEL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import comfy.model_management as mm
+import comfy.supported_models
+import comfy.utils
+from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
+from comfy.model_patcher import ModelPatcher
+
+from ...model.config import UNetConfig
+from ...model.errors import ModelFileError
+from ...model.loading import is_temporal_key
+from ...model.weights import component_weight_files, read_safetensors
+
+
+def comfy_unet_config(config: UNetConfig) -> dict:
+    """ComfyUI's UNetModel arguments for the spatial part of a Hotshot-XL UNet config."""
+    channels = config.block_out_channels
+    levels, layers = config.num_blocks, config.layers_per_block
+    depth = config.transformer_layers_per_block
+    head_dims = {channels[level] // config.attention_heads[level] for level in range(levels)
+                 if config.down_cross_attention[level] or config.up_cross_attention[levels - 1 - level]}
+    head_dims.add(channels[-1] // config.attention_heads[-1])  # the mid block's
+    if len(head_dims) != 1 or any(c % channels[0] for c in channels):
+        raise ValueError(f"ComfyUI's UNet needs one head width and channel multiples; this config has head widths "
+                         f"{sorted(head_dims)} and channels {channels}")
+    return {
+        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+        "num_classes": "sequential", "adm_in_channels": config.projection_class_embeddings_input_dim,
+        "in_channels": config.in_channels, "out_channels": config.out_channels, "model_channels": channels[0],
+        "num_res_blocks": [layers] * levels,
+        "transformer_depth": [d if config.down_cross_attention[level] else 0
+                              for level, d in enumerate(depth) for _ in range(layers)],
+        # Popped from the end, deepest level first; level l mirrors up block levels-1-l.
+        "transformer_depth_output": [d if config.up_cross_attention[levels - 1 - level] else 0
+                                     for level, d in enumerate(depth) for _ in range(layers + 1)],
+        "channel_mult": [c // channels[0] for c in channels], "transformer_depth_middle": depth[-1],
+        "use_linear_in_transformer": config.use_linear_projection, "context_dim": config.cross_attention_dim,
+        "use_temporal_resblock": False, "use_temporal_attention": False,
+        "num_heads": -1, "num_head_channels": head_dims.pop(),
+    }
+
+
+def load_unet(folder: Path, dtype: torch.dtype | None) -> ModelPatcher:
+    """The folder's UNet without its temporal layers, as a core SDXL MODEL (ModelPatcher)."""
+    unet_folder = folder / "unet"
+    config = UNetConfig.from_file(unet_folder / "config.json")
+    try:
+        unet_config = comfy_unet_config(config)
+    except ValueError as error:
+        raise ModelFileError(unet_folder / "config.json", str(error)) from None
+    state = {}
+    for file in component_weight_files(unet_folder, prefer_half=dtype not in (None, torch.float32)):
+        state.update(read_safetensors(file, keep=lambda key: not is_temporal_key(key)))
+    # diffusers name -> ComfyUI name (with alternatives, e.g. class_embedding for add_embedding)
+    names = comfy.utils.unet_to_diffusers(unet_config)
+    unexpected = sorted(set(state) - set(names))
+    if unexpected:
+        raise ModelFileError(unet_folder, f"not the SDXL UNet its config describes: {len(unexpected)} unexpected "
+                             f"tensors (e.g. {unexpected[:2]})")
+    comfy_state = {names[key]: tensor for key, tensor in state.items()}
+
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    model_config = comfy.supported_models.SDXL(unet_config)
+    model_config.unet_config["num_head_channels"] = unet_config["num_head_channels"]  # SDXL's preset says 64
+    if dtype is None:
+        dtype = mm.unet_dtype(model_params=sum(t.numel() for t in comfy_state.values()),
+                              supported_dtypes=list(model_config.supported_inference_dtypes))
+    manual_cast = mm.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(dtype, manual_cast)
+    model = model_config.get_model({}, "")
+    # SDXL's size/crop embedding is 256 wide per number in the release; smaller UNets use their own width.
+    model.embedder = Timestep(config.addition_time_embed_dim)
+    model = model.to(offload_device)
+    expected = set(model.diffusion_model.state_dict())
+    if expected != set(comfy_state):
+        raise ModelFileError(unet_folder, f"does not fit ComfyUI's SDXL UNet built from its config (missing or "
+                             f"unexpected: {sorted(expected ^ set(comfy_state))[:3]})")
+    model.load_model_weights(comfy_state, "")
+    return ModelPatcher(model, load_device=load_device, offload_device=offload_device)

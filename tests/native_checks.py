@@ -1,0 +1,106 @@
+"""Checks of the native path that need ComfyUI's Python objects, not just its HTTP API (no test
+functions here). tests/test_comfyui_host.py runs this file with COMFYUI_PYTHON inside COMFYUI_PATH:
+
+    python tests/native_checks.py <check> <pack folder> <fixtures folder>
+
+and reads the one JSON line it prints last. The pack is imported as ComfyUI imports a custom node.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+
+def _comfy():
+    sys.path.insert(0, os.getcwd())
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    import folder_paths  # noqa: F401  (the pack sees ComfyUI as its host)
+    import comfy.model_management  # noqa: F401
+
+
+def _pack(folder: str):
+    here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(here))
+    from pack_import import comfyui_style_import
+
+    scope = {}
+    exec(textwrap.dedent(comfyui_style_import(folder)), scope)
+    return scope["pack"]
+
+
+def _module(pack, name):
+    return importlib.import_module(f"{pack.__name__}.{name}")
+
+
+def golden_eps(model, golden, chunks, videos):
+    """eps from `model` (a ModelPatcher) for the golden videos `videos`, in one apply_model call
+    whose batch ComfyUI would have labelled `chunks` (its cond_or_uncond)."""
+    import torch
+
+    base = model.model
+    frames = golden["sample"].shape[2]
+    sample = golden["sample"][videos]  # (videos, 4, frames, h, w)
+    x = sample.transpose(1, 2).flatten(0, 1)  # (videos*frames, 4, h, w): frames are the batch
+    sigma = base.model_sampling.sigma(golden["timestep"][videos].float()).repeat_interleave(frames)
+    x = x * (sigma[:, None, None, None] ** 2 + 1) ** 0.5  # so that calculate_input gives the golden sample
+    time_ids = golden["time_ids"][videos]
+    micro = base.embedder(time_ids.flatten()).reshape(len(videos), -1)
+    y = torch.cat([golden["text_embeds"][videos], micro], dim=1).repeat_interleave(frames, 0)
+    context = golden["encoder_hidden_states"][videos].repeat_interleave(frames, 0)
+    with torch.no_grad():
+        x0 = base.apply_model(x, sigma, c_crossattn=context, y=y,
+                              transformer_options={**model.model_options["transformer_options"],
+                                                   "cond_or_uncond": list(chunks)})
+    eps = (x - x0) / sigma[:, None, None, None]
+    return eps.unflatten(0, (len(videos), frames)).transpose(1, 2)  # (videos, 4, frames, h, w)
+
+
+def check_exactness(pack, fixtures: Path) -> dict:
+    import comfy.model_management as mm
+    import torch
+    from safetensors.torch import load_file
+
+    loader = _module(pack, "nodes.native.loader")
+    patch = _module(pack, "nodes.native.patch")
+    stack = _module(pack, "model.temporal_stack")
+    golden = load_file(str(fixtures / "unet_golden.safetensors"))
+    base = loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32)
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    patched = patch.with_temporal_layers(base, stack.read_temporal_layers(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
+    results = {}
+    mm.load_models_gpu([patched])
+    out = golden["out"]
+    results["cond_uncond"] = (golden_eps(patched, golden, [0, 1], [0, 1]) - out).abs().max().item()
+    results["two_videos_one_chunk_kind"] = (golden_eps(patched, golden, [0, 0], [0, 1]) - out).abs().max().item()
+    results["each_alone"] = max((golden_eps(patched, golden, [1], [v]) - out[v:v + 1]).abs().max().item()
+                                for v in (0, 1))
+    # The same call on the unpatched MODEL is an SDXL image model: far from the video golden.
+    mm.load_models_gpu([base])
+    results["unpatched"] = (golden_eps(base, golden, [0, 1], [0, 1]) - out).abs().max().item()
+    single = golden["out_single_frame_no_temporal"]
+    one_frame = {k: (v[:, :, :1] if k == "sample" else v) for k, v in golden.items()}
+    results["unpatched_single_frame"] = (golden_eps(base, one_frame, [0, 1], [0, 1]) - single).abs().max().item()
+    mm.unload_all_models()
+    after = base.model.state_dict()
+    results["base_unchanged"] = set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    results["input_untouched"] = not base.object_patches and not base.model_options["transformer_options"]
+    return results
+
+
+CHECKS = {"exactness": check_exactness}
+
+if __name__ == "__main__":
+    check, folder, fixtures = sys.argv[1:4]
+    _comfy()
+    result = CHECKS[check](_pack(folder), Path(fixtures))
+    print(json.dumps(result))
