@@ -8,6 +8,7 @@ from . import host
 from .controlnet import HotshotXLApplyControlNet, HotshotXLControlNetLoader, HotshotXLEncode
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
 from .lora import HotshotXLLoRA
+from .native.nodes import HotshotXLApplyTemporalLayers, HotshotXLNativeLoader
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
 from .video import HotshotXLDecode, HotshotXLSaveVideo
 
@@ -26,6 +27,8 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLControlNetLoader": HotshotXLControlNetLoader,
     "HotshotXLApplyControlNet": HotshotXLApplyControlNet,
     "HotshotXLEncode": HotshotXLEncode,
+    "HotshotXLApplyTemporalLayers": HotshotXLApplyTemporalLayers,
+    "HotshotXLNativeLoader": HotshotXLNativeLoader,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -41,4 +44,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLControlNetLoader": "Hotshot-XL ControlNet Loader",
     "HotshotXLApplyControlNet": "Hotshot-XL Apply ControlNet",
     "HotshotXLEncode": "Hotshot-XL Encode (video to latent)",
+    "HotshotXLApplyTemporalLayers": "Hotshot-XL Apply Temporal Layers",
+    "HotshotXLNativeLoader": "Hotshot-XL Loader (native MODEL/CLIP/VAE)",
 }

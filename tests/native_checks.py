@@ -97,7 +97,69 @@ def check_exactness(pack, fixtures: Path) -> dict:
     return results
 
 
-CHECKS = {"exactness": check_exactness}
+def _error(function) -> str:
+    try:
+        function()
+    except Exception as error:  # the message a user would see in ComfyUI
+        return f"{type(error).__name__}: {error}"
+    return "no error"
+
+
+def check_refusals(pack, fixtures: Path) -> dict:
+    """Bad inputs to the Apply node: each message, and the input MODEL unchanged after all of them."""
+    import tempfile
+
+    import comfy.supported_models
+    import torch
+    from comfy.model_patcher import ModelPatcher
+    from safetensors.torch import save_file
+
+    nodes = _module(pack, "nodes.native.nodes")
+    loader = _module(pack, "nodes.native.loader")
+    apply = nodes.HotshotXLApplyTemporalLayers().apply
+    temporal = fixtures / "hsxl_temporal_layers_tiny.safetensors"
+    sdxl = loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32)
+    scratch = Path(tempfile.mkdtemp())
+    motion_module = scratch / "mm_sd_v15_v2.safetensors"
+    save_file({"down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight": torch.zeros(320, 320)},
+              str(motion_module))
+    truncated = scratch / "hsxl_truncated.safetensors"
+    truncated.write_bytes(temporal.read_bytes()[: temporal.stat().st_size // 2])
+    pickle = scratch / "hsxl_temporal_layers.ckpt"
+    pickle.write_bytes(b"not read")
+    sd15_config = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+                   "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 32,
+                   "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
+                   "channel_mult": [1, 2], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+                   "context_dim": 768, "use_temporal_resblock": False, "use_temporal_attention": False}
+    sd15 = ModelPatcher(comfy.supported_models.SD15(sd15_config).get_model({}), torch.device("cpu"),
+                        torch.device("cpu"))
+    results = {
+        "sd15_model": _error(lambda: apply(sd15, str(temporal))),
+        "motion_module": _error(lambda: apply(sdxl, str(motion_module))),
+        "truncated": _error(lambda: apply(sdxl, str(truncated))),
+        "pickle": _error(lambda: apply(sdxl, str(pickle))),
+        "spatial_only": _error(lambda: apply(sdxl, str(fixtures / "sdxl-tiny-single-file.safetensors"))),
+    }
+    (patched,) = apply(sdxl, str(temporal))
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([patched])  # object patches apply when the model loads
+    golden = dict(load_golden(fixtures))
+    golden["sample"] = golden["sample"][:, :, :7]  # 7 frames per video: 14 latents
+    results["uneven_batch"] = _error(lambda: golden_eps(patched, golden, [0, 1, 1], [0, 1]))
+    results["input_untouched"] = (not sdxl.object_patches and not sdxl.model_options["transformer_options"]
+                                  and not any(sdxl.wrappers.values()))
+    return results
+
+
+def load_golden(fixtures: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(fixtures / "unet_golden.safetensors"))
+
+
+CHECKS = {"exactness": check_exactness, "refusals": check_refusals}
 
 if __name__ == "__main__":
     check, folder, fixtures = sys.argv[1:4]

@@ -372,3 +372,147 @@ def test_lora_branches_of_one_loader_stay_apart(comfy):
     again = videos(succeeded(comfy.wait(comfy.queue(prompt), timeout=300)))
     for name in branches:
         assert torch.equal(again[name], first[name]), name
+
+
+# ---- The native path: Hotshot-XL's motion on a core MODEL, sampled by core nodes ----------------------
+
+import subprocess  # noqa: E402
+
+from tests.comfyui_host import comfyui_path, comfyui_python  # noqa: E402
+
+NATIVE_FOLDER = "hotshot-xl-tiny-sdxl-vae"  # the tiny model with a VAE ComfyUI's classes can build
+
+
+def native_check(name: str) -> dict:
+    """tests/native_checks.py <name>, run by ComfyUI's interpreter in its checkout: its JSON result."""
+    result = subprocess.run([comfyui_python(), str(REPO_ROOT / "tests" / "native_checks.py"), name, str(REPO_ROOT),
+                             str(FIXTURES)], cwd=comfyui_path(), capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_native_model_equals_the_unet_golden():
+    """BaseModel.apply_model of the patched core MODEL, in sigma parameterisation, is the original UNet."""
+    found = native_check("exactness")
+    assert found["cond_uncond"] < 1e-4  # cond and uncond batched: each chunk one video
+    assert found["two_videos_one_chunk_kind"] < 1e-4  # two chunks of one kind (e.g. two prompts)
+    assert found["each_alone"] < 1e-4
+    assert found["unpatched"] > 0.1  # the same call without the node is not the video model ...
+    assert found["unpatched_single_frame"] < 1e-4  # ... but is the original's image path
+    assert found["base_unchanged"] and found["input_untouched"]  # loaded, unloaded: the base is as it was
+
+
+def test_native_bad_inputs_are_refused_naming_the_input():
+    found = native_check("refusals")
+    assert found["sd15_model"].startswith("InputError: model: expected an SDXL MODEL")
+    assert found["motion_module"].startswith("InputError: temporal_layers: ")
+    assert "AnimateDiff motion module" in found["motion_module"]
+    assert "truncated or corrupt" in found["truncated"] and found["truncated"].startswith("InputError: temporal_layers")
+    assert "pickle" in found["pickle"] and found["pickle"].startswith("InputError: temporal_layers")
+    assert "holds no Hotshot-XL temporal layers" in found["spatial_only"]
+    assert "cannot be split into 3 equal cond/uncond chunks" in found["uneven_batch"]
+    assert found["input_untouched"]
+
+
+def native_prompt(seed=7, frames=8, size=64, steps=2, branches=("video", "images"), model_nodes=None):
+    """Native loader -> (Apply Temporal Layers) -> KSampler -> SaveLatent, one branch per name.
+    `model_nodes` (branch -> extra nodes between the loader and the sampler) lets tests insert LoRAs
+    and context windows; node ids of later branches are smaller, so branches run in the given order."""
+    prompt = {
+        "100": {"class_type": "HotshotXLNativeLoader", "inputs": {"model_name": NATIVE_FOLDER, "dtype": "fp32"}},
+        "101": {"class_type": "CLIPTextEncode", "inputs": {"text": "a corgi running on a beach", "clip": ["100", 1]}},
+        "102": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["100", 1]}},
+        "103": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
+    }
+    for index, branch in enumerate(branches):
+        base = 90 - 10 * index
+        chain = (model_nodes or {}).get(branch)
+        if chain is None:
+            chain = [("HotshotXLApplyTemporalLayers", {"temporal_layers": TEMPORAL.name})] if branch == "video" else []
+        model = ["100", 0]
+        for offset, (class_type, inputs) in enumerate(chain):
+            prompt[str(base + offset)] = {"class_type": class_type, "inputs": {"model": model, **inputs}}
+            model = [str(base + offset), 0]
+        prompt[str(base + 8)] = {"class_type": "KSampler", "inputs": {
+            "model": model, "positive": ["101", 0], "negative": ["102", 0], "latent_image": ["103", 0],
+            "seed": seed, "steps": steps, "cfg": 7.5, "sampler_name": "euler_ancestral", "scheduler": "normal",
+            "denoise": 1.0}}
+        prompt[str(base + 9)] = {"class_type": "SaveLatent", "inputs": {"samples": [str(base + 8), 0],
+                                                                       "filename_prefix": f"native/{branch}"}}
+    return prompt
+
+
+def saved_latents(comfy, entry, prompt) -> dict:
+    """Branch name -> the latents its SaveLatent wrote."""
+    from safetensors.torch import load_file
+
+    found = {}
+    for node_id, node in prompt.items():
+        if node["class_type"] == "SaveLatent":
+            (shown,) = entry["outputs"][node_id]["latents"]
+            file = comfy.output_dir / shown["subfolder"] / shown["filename"]
+            found[node["inputs"]["filename_prefix"].split("/")[-1]] = load_file(str(file))["latent_tensor"]
+    return found
+
+
+def run_native(comfy, prompt, fresh=False) -> dict:
+    if fresh:  # ComfyUI forgets its cached outputs and unloads models before the next prompt
+        comfy.free()
+        time.sleep(1.5)
+    entry = comfy.wait(comfy.queue(prompt), timeout=300)
+    assert entry["status"]["status_str"] == "success", [
+        (f["node_type"], f["exception_message"], "".join(f["traceback"])[-3000:])
+        for f in history_messages(entry, "execution_error")]
+    return saved_latents(comfy, entry, prompt)
+
+
+def test_native_branches_of_one_loader_stay_apart(comfy):
+    """One loader feeding KSampler with and without the node: a video and ordinary SDXL images, each
+    exactly what it is alone, in either order, and again on a later queue."""
+    images = run_native(comfy, native_prompt(branches=("images",)), fresh=True)["images"]
+    video = run_native(comfy, native_prompt(branches=("video",)), fresh=True)["video"]
+    assert images.shape == video.shape == (8, 4, 8, 8)
+    assert (images - video).abs().max() > 0.05
+    for order in (("video", "images"), ("images", "video")):
+        both = run_native(comfy, native_prompt(branches=order), fresh=True)
+        assert torch.equal(both["images"], images) and torch.equal(both["video"], video), order
+    run_native(comfy, native_prompt(seed=8))  # other runs in between, models staying loaded
+    again = run_native(comfy, native_prompt())
+    assert torch.equal(again["images"], images) and torch.equal(again["video"], video)
+
+
+def test_native_lora_before_or_after_the_node(comfy):
+    lora = ("LoraLoaderModelOnly", {"lora_name": LORA.name, "strength_model": 1.0})
+    apply = ("HotshotXLApplyTemporalLayers", {"temporal_layers": TEMPORAL.name})
+    found = run_native(comfy, native_prompt(branches=("video", "before", "after"), model_nodes={
+        "before": [lora, apply], "after": [apply, lora]}))
+    assert (found["before"] - found["after"]).abs().max() < 1e-5
+    assert (found["before"] - found["video"]).abs().max() > 0.05  # the LoRA does something
+
+
+def test_native_long_video_needs_context_windows(comfy):
+    windows = ("ContextWindowsManual", {"context_length": 16, "context_overlap": 4,
+                                        "context_schedule": "standard_static", "context_stride": 1,
+                                        "closed_loop": False, "fuse_method": "pyramid", "dim": 0, "freenoise": True})
+    apply = ("HotshotXLApplyTemporalLayers", {"temporal_layers": TEMPORAL.name})
+    prompt = native_prompt(frames=80, size=32, steps=1, branches=("video",), model_nodes={"video": [apply, windows]})
+    (video,) = run_native(comfy, prompt).values()
+    assert video.shape == (80, 4, 4, 4) and torch.isfinite(video).all()
+
+    prompt = native_prompt(frames=80, size=32, steps=1, branches=("video",))
+    entry = comfy.wait(comfy.queue(prompt), timeout=300)
+    (failure,) = history_messages(entry, "execution_error")
+    assert failure["node_type"] == "KSampler"
+    assert failure["exception_message"].startswith("latent_image: a batch of 80 latents is one 80-frame video")
+    assert "Context Windows (Manual)" in failure["exception_message"]
+
+
+def test_native_apply_names_its_input_in_the_graph(comfy):
+    prompt = native_prompt(branches=("video",))
+    (apply_id,) = nodes_of(prompt, "HotshotXLApplyTemporalLayers")
+    prompt[apply_id]["inputs"]["temporal_layers"] = SINGLE_FILE.name
+    entry = comfy.wait(comfy.queue(prompt), timeout=300)
+    (failure,) = history_messages(entry, "execution_error")
+    assert failure["node_type"] == "HotshotXLApplyTemporalLayers"
+    assert failure["exception_message"].startswith("temporal_layers: ")

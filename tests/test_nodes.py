@@ -88,6 +88,10 @@ def test_every_node_is_registered_with_a_display_name(pack, nodes):
     assert len(set(pack.NODE_DISPLAY_NAME_MAPPINGS.values())) == len(nodes)
 
 
+# ComfyUI's own link types the pack's nodes take or give (MODEL, CLIP, VAE: the native path).
+CORE_TYPES = ("LATENT", "IMAGE", "MODEL", "CLIP", "VAE")
+
+
 def test_node_declarations_are_valid(nodes):
     """Types, tooltips, defaults within bounds and option lists, FUNCTION matching the inputs."""
     for name, cls in nodes.items():
@@ -99,7 +103,7 @@ def test_node_declarations_are_valid(nodes):
         else:
             assert getattr(cls, "OUTPUT_NODE", False), f"{name} has no outputs and is not an output node"
         for kind in cls.RETURN_TYPES:
-            assert kind in ("LATENT", "IMAGE") or kind.startswith("HOTSHOT_XL_"), (name, kind)
+            assert kind in CORE_TYPES or kind.startswith("HOTSHOT_XL_"), (name, kind)
         specs = input_specs(cls)
         assert specs, name
         for input_name, kind, options, _ in specs:
@@ -116,7 +120,7 @@ def test_node_declarations_are_valid(nodes):
                 if kind in ("INT", "FLOAT"):
                     assert options["min"] <= options["default"] <= options["max"], where
             else:
-                assert kind in ("LATENT", "IMAGE") or kind.startswith("HOTSHOT_XL_"), (where, kind)
+                assert kind in CORE_TYPES or kind.startswith("HOTSHOT_XL_"), (where, kind)
         signature = function_parameters(cls)
         parameters = [p for p in signature.parameters.values() if p.name != "self"]
         assert [p.name for p in parameters] == [spec[0] for spec in specs], name

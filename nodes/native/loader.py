@@ -89,3 +89,101 @@ def load_unet(folder: Path, dtype: torch.dtype | None) -> ModelPatcher:
                              f"unexpected: {sorted(expected ^ set(comfy_state))[:3]})")
     model.load_model_weights(comfy_state, "")
     return ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+CLIP_VOCABULARY = 49408  # comfy.clip_model's fixed token table size
+
+
+def _clip_classes(folder: Path):
+    """ComfyUI's SDXL CLIP model and tokenizer classes, sized by the folder's text encoder configs
+    and using its tokenizers (ComfyUI's own SDXL classes hard-code the released sizes)."""
+    import comfy.sd1_clip as sd1_clip
+    from comfy.sdxl_clip import SDXLClipModel, SDXLTokenizer
+
+    configs = [_read_config(folder / name / "config.json") for name in ("text_encoder", "text_encoder_2")]
+    specials = [{"start": c["bos_token_id"], "end": c["eos_token_id"], "pad": c["pad_token_id"]} for c in configs]
+
+    class FolderClipModel(SDXLClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):
+            torch.nn.Module.__init__(self)
+            # As SDXL: both encoders' penultimate hidden states, the second's projected pooled output.
+            self.clip_l = sd1_clip.SDClipModel(device=device, dtype=dtype, layer="hidden", layer_idx=-2,
+                                               textmodel_json_config=configs[0], special_tokens=specials[0],
+                                               layer_norm_hidden_state=False, model_options=model_options)
+            self.clip_g = sd1_clip.SDClipModel(device=device, dtype=dtype, layer="hidden", layer_idx=-2,
+                                               textmodel_json_config=configs[1], special_tokens=specials[1],
+                                               layer_norm_hidden_state=False, return_projected_pooled=True,
+                                               model_options={**model_options, "model_name": "clip_g"})
+            self.dtypes = {dtype}
+
+    class FolderTokenizer(SDXLTokenizer):
+        def __init__(self, embedding_directory=None, tokenizer_data={}):
+            self.clip_l = sd1_clip.SDTokenizer(str(folder / "tokenizer"), embedding_directory=embedding_directory,
+                                               embedding_size=configs[0]["hidden_size"], embedding_key="clip_l",
+                                               tokenizer_data=tokenizer_data)
+            self.clip_g = sd1_clip.SDTokenizer(str(folder / "tokenizer_2"), pad_with_end=False,
+                                               pad_token=specials[1]["pad"], embedding_directory=embedding_directory,
+                                               embedding_size=configs[1]["hidden_size"], embedding_key="clip_g",
+                                               tokenizer_data=tokenizer_data)
+
+    return FolderClipModel, FolderTokenizer
+
+
+def _read_config(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFileError(path, f"not a readable JSON config ({error})") from None
+
+
+def load_clip(folder: Path):
+    """Both text encoders as one core SDXL CLIP."""
+    import comfy.sd
+    import comfy.supported_models_base
+
+    clip_class, tokenizer_class = _clip_classes(folder)
+    target = comfy.supported_models_base.ClipTarget(tokenizer_class, clip_class)
+    states = []
+    for name in ("text_encoder", "text_encoder_2"):
+        # transformers' file names: model.safetensors, model.fp16.safetensors, or shards
+        files = sorted((folder / name).glob("model*.safetensors"))
+        full = [f for f in files if ".fp16." not in f.name]
+        if not files:
+            raise ModelFileError(folder / name, "no weights found: expected model.safetensors")
+        state = {}
+        for file in full or files:
+            state.update(read_safetensors(file))
+        embedding = state.get("text_model.embeddings.token_embedding.weight")
+        if embedding is not None and embedding.shape[0] < CLIP_VOCABULARY:
+            # ComfyUI's CLIP has CLIP's vocabulary size built in; a smaller vocabulary's table is padded
+            # with rows its tokenizer never asks for.
+            state["text_model.embeddings.token_embedding.weight"] = torch.cat(
+                [embedding, embedding.new_zeros(CLIP_VOCABULARY - embedding.shape[0], embedding.shape[1])])
+        states.append(state)
+    clip = comfy.sd.CLIP(target, parameters=sum(t.numel() for s in states for t in s.values()))
+    for encoder, state, name in zip((clip.cond_stage_model.clip_l, clip.cond_stage_model.clip_g), states,
+                                    ("text_encoder", "text_encoder_2")):
+        missing, _ = encoder.load_sd(state)
+        if name == "text_encoder":  # CLIP-L's projection is not used (SDXL takes its hidden states only)
+            missing = [key for key in missing if not key.startswith("text_projection")]
+        if missing:
+            raise ModelFileError(folder / name, f"does not fit its config: {len(missing)} tensors missing, "
+                                 f"e.g. {sorted(missing)[:2]}")
+    return clip
+
+
+def load_vae(folder: Path):
+    """The folder's VAE as a core VAE (ComfyUI builds SDXL's VAE shape only: 32 norm groups)."""
+    import comfy.sd
+
+    config = _read_config(folder / "vae" / "config.json")
+    if config.get("norm_num_groups", 32) != 32 or len(config.get("block_out_channels", ())) != 4:
+        raise ModelFileError(folder / "vae", "ComfyUI's VAE classes build only SDXL's VAE shape (4 blocks, "
+                             f"32 norm groups); this one has {config.get('block_out_channels')} channels and "
+                             f"{config.get('norm_num_groups')} groups")
+    state = {}
+    for file in component_weight_files(folder / "vae"):
+        state.update(read_safetensors(file))
+    return comfy.sd.VAE(sd=state)

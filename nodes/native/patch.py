@@ -20,12 +20,14 @@ Nothing global is replaced: a branch of the graph without this clone runs ComfyU
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
 
 import comfy.model_base
 import comfy.ops
+import comfy.patcher_extension
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import (Downsample, ResBlock, TimestepEmbedSequential, Upsample,
                                                             UNetModel)
@@ -153,6 +155,18 @@ def run_frame_layer(layer, x, emb, context, transformer_options, *unused):
     return layer.run(x, emb, x.shape[0] // chunks)
 
 
+def refuse_long_videos(executor, noise, latent_image, *args, max_frames: int, **kwargs):
+    """OUTER_SAMPLE wrapper: a video longer than the temporal layers' positions needs context
+    windows; say so before the first step rather than in the middle of it."""
+    guider = executor.class_obj
+    if noise.shape[0] > max_frames and guider.model_options.get("context_handler") is None:
+        raise InputError("latent_image", f"a batch of {noise.shape[0]} latents is one {noise.shape[0]}-frame video "
+                         f"for Hotshot-XL, whose temporal layers know {max_frames} positions: add Context Windows "
+                         f"(Manual) to the MODEL (dim 0, context_length <= {max_frames}), or sample at most "
+                         f"{max_frames} frames")
+    return executor(noise, latent_image, *args, **kwargs)
+
+
 # ------------------------------------------------------------------------------- checks and layout
 
 def check_sdxl(model, input_name: str = "model") -> UNetModel:
@@ -246,7 +260,12 @@ def with_temporal_layers(model, layers: dict[Position, nn.Module], input_name: s
     options = patched.model_options["transformer_options"]
     handlers = [h for h in options.get("patches", {}).get(PATCH, []) if h[0] is not FrameLayer]
     options.setdefault("patches", {})[PATCH] = handlers + [(FrameLayer, run_frame_layer)]
-    options[OPTIONS_KEY] = {"source": source, "layers": len(blocks)}
+    max_frames = min(t.transformer_blocks[0].attention_blocks[0].pos_encoder.positional_encoding.shape[1]
+                     for t in layers.values())
+    options[OPTIONS_KEY] = {"source": source, "layers": len(blocks), "max_frames": max_frames}
+    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, OPTIONS_KEY)  # re-applied
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, OPTIONS_KEY,
+                                 functools.partial(refuse_long_videos, max_frames=max_frames))
     patched.size = model.model_size() + added_bytes  # ComfyUI's memory accounting counts the new weights
     return patched
 

@@ -1,0 +1,113 @@
+"""The native-path nodes: Hotshot-XL's motion on a core MODEL, and a released folder as core
+MODEL/CLIP/VAE. Everything ComfyUI-specific is imported when a node runs (patch.py, loader.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import host
+from ...model.errors import InputError, ModelFileError
+
+CATEGORY = "Hotshot-XL"
+NATIVE_DTYPES = ["auto", "bf16", "fp16", "fp32"]
+
+
+def temporal_choices() -> list[str]:
+    """Temporal-layer files and released model folders in models/animatediff_models, models/hotshot_xl."""
+    return sorted(set(host.list_weight_files(host.TEMPORAL_FOLDERS)) | set(host.list_model_folders(host.TEMPORAL_FOLDERS)),
+                  key=str.lower)
+
+
+def _temporal_file(name: str) -> Path:
+    """The safetensors file holding the temporal layers `name` stands for (a file, or a model folder's UNet)."""
+    candidate = Path(name).expanduser()
+    bases = [candidate] if candidate.is_absolute() else [b / name for f in host.TEMPORAL_FOLDERS
+                                                         for b in host.model_bases(f)]
+    if any(path.is_dir() for path in bases):
+        folder = host.resolve(name, host.TEMPORAL_FOLDERS, "temporal_layers", want_folder=True)
+        from ...model.weights import component_weight_files
+
+        unet = folder / "unet" if (folder / "unet").is_dir() else folder
+        try:
+            files = component_weight_files(unet)
+        except ModelFileError as error:
+            raise InputError("temporal_layers", str(error)) from None
+        if len(files) != 1:
+            raise InputError("temporal_layers", f"{unet}: sharded UNet weights; give the temporal-layers file "
+                             "(hsxl_temporal_layers.safetensors) instead")
+        return files[0]
+    return host.resolve(name, host.TEMPORAL_FOLDERS, "temporal_layers", want_folder=False)
+
+
+class HotshotXLApplyTemporalLayers:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SDXL MODEL from any core loader (Load Checkpoint, Load Diffusion "
+                                               "Model), after LoRAs or not."}),
+                "temporal_layers": (temporal_choices(), {
+                    "tooltip": "Hotshot-XL's temporal layers: hsxl_temporal_layers.safetensors (or its fp16 "
+                               "variant), a released Hotshot-XL model folder, or the trainer's output, from "
+                               "models/animatediff_models or models/hotshot_xl."}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The MODEL denoising a batch of latents as one video (per cond/uncond): connect it to "
+                       "KSampler with an Empty Latent Image whose batch size is the frame count.",)
+    FUNCTION = "apply"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Gives an SDXL MODEL Hotshot-XL's motion: the temporal layers after each resnet of the down and "
+                   "up blocks and GroupNorm statistics over all frames, as the original. The batch is the video: "
+                   "up to 24 frames per model call, more with Context Windows (Manual), dim 0. The input MODEL is "
+                   "unchanged.")
+
+    def apply(self, model, temporal_layers):
+        from . import patch
+        from ...model.temporal_stack import read_temporal_layers
+
+        patch.check_sdxl(model, "model")
+        path = _temporal_file(temporal_layers)
+        try:
+            layers = read_temporal_layers(path)
+        except ModelFileError as error:
+            raise InputError("temporal_layers", str(error)) from None
+        return (patch.with_temporal_layers(model, layers, "temporal_layers", str(path)),)
+
+
+class HotshotXLNativeLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (host.list_model_folders(), {
+                    "tooltip": "A released Hotshot-XL (or SDXL diffusers) model folder from models/diffusers or "
+                               "models/hotshot_xl."}),
+                "dtype": (NATIVE_DTYPES, {"default": "auto", "tooltip": "Precision of the UNet; auto: ComfyUI's "
+                                                                          "choice for the device."}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    RETURN_NAMES = ("model", "clip", "vae")
+    OUTPUT_TOOLTIPS = ("The folder's UNet as a core SDXL MODEL, without temporal layers (add them with Hotshot-XL "
+                       "Apply Temporal Layers).", "Both text encoders as a core CLIP.", "The VAE as a core VAE.")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Loads a diffusers-layout Hotshot-XL or SDXL folder into ComfyUI's own MODEL, CLIP and VAE, for "
+                   "core nodes (KSampler, CLIP Text Encode, VAE Decode). Any size of SDXL-shaped UNet, including "
+                   "ones ComfyUI's checkpoint loader does not recognise.")
+
+    def load(self, model_name, dtype):
+        import torch
+
+        from . import loader
+
+        folder = host.resolve(model_name, host.MODEL_FOLDERS, "model_name", want_folder=True)
+        dtypes = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        try:
+            return (loader.load_unet(folder, dtypes[dtype]), loader.load_clip(folder), loader.load_vae(folder))
+        except ModelFileError as error:
+            raise InputError("model_name", str(error)) from None
