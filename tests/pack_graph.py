@@ -4,6 +4,7 @@ files in both formats, and running an API-format graph node by node without Comf
 from __future__ import annotations
 
 import inspect
+import os
 import json
 import numbers
 from pathlib import Path
@@ -62,9 +63,57 @@ class CannyStandIn:
         return (edges.repeat(1, 3, 1, 1).movedim(1, -1),)
 
 
+# Model lists of core loaders: what ComfyUI lists there (every .safetensors file below the folder).
+CORE_MODEL_LISTS = {"ckpt_name": "checkpoints", "lora_name": "loras", "control_net_name": "controlnet"}
+CORE_DECLARATIONS = REPO_ROOT / "tests" / "core_nodes.json"
+
+
+def core_model_names(folder: str) -> list[str]:
+    root = os.environ.get("HOTSHOT_XL_MODELS")
+    base = Path(root) / folder if root else None
+    if base is None or not base.is_dir():
+        return []
+    return sorted((Path(here) / f).relative_to(base).as_posix() for here, _, files in os.walk(base, followlinks=True)
+                  for f in files if f.endswith(".safetensors"))
+
+
+def declared_node(name: str, info: dict):
+    """A class declaring a core node's inputs and outputs as ComfyUI 0.8 does (tests/core_nodes.json),
+    for checking workflows without ComfyUI; it cannot run (the host tests run those workflows)."""
+
+    def input_types(cls):
+        declared = {}
+        for section in ("required", "optional"):
+            specs = {}
+            for input_name in (info.get("input_order") or {}).get(section, info["input"].get(section, {})):
+                kind, *rest = info["input"][section][input_name]
+                options = dict(rest[0]) if rest else {}
+                if kind == "COMBO":  # the V3 schema's spelling of an option list
+                    kind = options.pop("options")
+                elif input_name in CORE_MODEL_LISTS:
+                    kind = core_model_names(CORE_MODEL_LISTS[input_name])
+                specs[input_name] = (kind, options)
+            if specs:
+                declared[section] = specs
+        return declared
+
+    return type(name, (), {"INPUT_TYPES": classmethod(input_types), "RETURN_TYPES": tuple(info["output"]),
+                           "FUNCTION": "not_run_without_comfyui"})
+
+
+_DECLARED = {name: info for name, info in json.loads(CORE_DECLARATIONS.read_text(encoding="utf-8")).items()
+             if not name.startswith("_")}
+
 # Core ComfyUI nodes the shipped workflows use, and their titles.
-CORE_NODES = {"LoadImage": LoadImageStandIn, "Canny": CannyStandIn}
-CORE_TITLES = {"LoadImage": "Load Image", "Canny": "Canny"}
+CORE_NODES = {"LoadImage": LoadImageStandIn, "Canny": CannyStandIn,
+              **{name: declared_node(name, info) for name, info in _DECLARED.items()}}
+CORE_TITLES = {"LoadImage": "Load Image", "Canny": "Canny",
+               **{name: info["display_name"] for name, info in _DECLARED.items()}}
+NATIVE_NODE = "HotshotXLApplyTemporalLayers"  # workflows with it run core samplers: only inside ComfyUI
+
+
+def is_native(prompt: dict) -> bool:
+    return any(node["class_type"] == NATIVE_NODE for node in prompt.values())
 
 
 def input_specs(cls) -> list[tuple[str, object, dict, bool]]:

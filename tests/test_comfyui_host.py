@@ -101,7 +101,8 @@ import torch  # noqa: E402
 
 from model.media.video import read_video  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
-from tests.pack_graph import API_WORKFLOWS, TINY, api_files, input_specs, load_json, nodes_of, shrink  # noqa: E402
+from tests.pack_graph import (API_WORKFLOWS, CORE_DECLARATIONS, TINY, api_files, input_specs, is_native,  # noqa: E402
+                              load_json, nodes_of, shrink)
 
 TINY_FOLDER = FIXTURES / "hotshot-xl-tiny"
 TEMPORAL = FIXTURES / "hsxl_temporal_layers_tiny.safetensors"
@@ -190,7 +191,7 @@ def example_inputs(comfy):
         shutil.copy(file, comfy.models_dir.parent / "input" / file.name)
 
 
-@pytest.mark.parametrize("name", [path.name for path in api_files()])
+@pytest.mark.parametrize("name", [path.name for path in api_files() if not is_native(load_json(path))])
 def test_shipped_workflow_runs_in_comfyui(comfy, example_inputs, name):
     prompt = shrink(load_json(API_WORKFLOWS / name), configs=TINY_FOLDER.name, names=TINY_NAMES)
     (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
@@ -516,3 +517,71 @@ def test_native_apply_names_its_input_in_the_graph(comfy):
     (failure,) = history_messages(entry, "execution_error")
     assert failure["node_type"] == "HotshotXLApplyTemporalLayers"
     assert failure["exception_message"].startswith("temporal_layers: ")
+
+
+def test_native_core_declarations_are_comfyuis(object_info):
+    """tests/core_nodes.json (what the workflow tests check the native workflows against) is what this
+    ComfyUI declares, model lists aside."""
+    for name, declared in load_json(CORE_DECLARATIONS).items():
+        if name.startswith("_"):
+            continue
+        live = object_info[name]
+        assert live["output"] == declared["output"] and live.get("input_order") == declared["input_order"], name
+        for section, inputs in declared["input"].items():
+            for input_name, spec in inputs.items():
+                if isinstance(spec[0], list):  # a model list: depends on the models folder
+                    continue
+                assert live["input"][section][input_name] == spec, (name, input_name)
+
+
+def native_workflow(name: str, size: int = 64, frames: int | None = None) -> dict:
+    """A shipped native workflow at test size: the tiny model through the native loader (ComfyUI's
+    checkpoint loader cannot detect it), 2 steps, small frames."""
+    prompt = load_json(API_WORKFLOWS / name)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["class_type"], node["inputs"] = "HotshotXLNativeLoader", {"model_name": NATIVE_FOLDER, "dtype": "fp32"}
+        elif node["class_type"] == "EmptyLatentImage":
+            inputs.update(width=size, height=size, batch_size=frames or inputs["batch_size"])
+        elif node["class_type"] == "KSampler":
+            inputs["steps"] = 2
+        elif node["class_type"] == "VAEDecodeTiled":
+            inputs.update(tile_size=64, overlap=32)
+        elif node["class_type"] == "HotshotXLApplyTemporalLayers":
+            inputs["temporal_layers"] = TEMPORAL.name
+        elif node["class_type"] == "LoraLoader":
+            inputs["lora_name"] = LORA.name
+    return prompt
+
+
+def without_controlnet(prompt: dict) -> dict:
+    """The graph with ControlNet Apply bypassed: ComfyUI's ControlNet loader cannot detect the tiny
+    ControlNet (it knows full-size SDXL ControlNets only), so the host runs the rest of the workflow."""
+    for apply_id in nodes_of(prompt, "ControlNetApplyAdvanced"):
+        apply = prompt.pop(apply_id)
+        for node in prompt.values():
+            for key, value in node["inputs"].items():
+                if isinstance(value, list) and value[0] == apply_id:
+                    node["inputs"][key] = apply["inputs"]["positive" if value[1] == 0 else "negative"]
+    used = {value[0] for node in prompt.values() for value in node["inputs"].values() if isinstance(value, list)}
+    for dangling in ("ControlNetLoader", "Canny", "LoadImage"):
+        for node_id in nodes_of(prompt, dangling):
+            if node_id not in used:
+                prompt.pop(node_id)
+        used = {value[0] for node in prompt.values() for value in node["inputs"].values() if isinstance(value, list)}
+    return prompt
+
+
+@pytest.mark.parametrize("name", [path.name for path in api_files() if is_native(load_json(path))])
+def test_native_workflow_runs_in_comfyui(comfy, example_inputs, name):
+    long = "long_video" in name
+    prompt = without_controlnet(native_workflow(name, size=32 if long else 64))
+    (save_id,) = nodes_of(prompt, "SaveVideo")
+    entry = comfy.wait(comfy.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", [
+        (f["node_type"], f["exception_message"]) for f in history_messages(entry, "execution_error")]
+    file = saved_file(comfy, entry, save_id)
+    frames, fps = read_video(file)
+    assert frames.shape == ((80, 32, 32, 3) if long else (8, 64, 64, 3))
+    assert fps == Fraction(8) and frames.float().std() > 2  # not blank
