@@ -42,9 +42,10 @@ def _module(pack, name):
     return importlib.import_module(f"{pack.__name__}.{name}")
 
 
-def golden_eps(model, golden, chunks, videos):
+def golden_eps(model, golden, chunks, videos, control=None):
     """eps from `model` (a ModelPatcher) for the golden videos `videos`, in one apply_model call
-    whose batch ComfyUI would have labelled `chunks` (its cond_or_uncond)."""
+    whose batch ComfyUI would have labelled `chunks` (its cond_or_uncond); `control`: a core
+    ControlNet (with its hint set), asked for its residuals as calc_cond_batch asks it."""
     import torch
 
     base = model.model
@@ -57,10 +58,12 @@ def golden_eps(model, golden, chunks, videos):
     micro = base.embedder(time_ids.flatten()).reshape(len(videos), -1)
     y = torch.cat([golden["text_embeds"][videos], micro], dim=1).repeat_interleave(frames, 0)
     context = golden["encoder_hidden_states"][videos].repeat_interleave(frames, 0)
+    options = {**model.model_options["transformer_options"], "cond_or_uncond": list(chunks)}
     with torch.no_grad():
-        x0 = base.apply_model(x, sigma, c_crossattn=context, y=y,
-                              transformer_options={**model.model_options["transformer_options"],
-                                                   "cond_or_uncond": list(chunks)})
+        residuals = None
+        if control is not None:
+            residuals = control.get_control(x, sigma, {"c_crossattn": context, "y": y}, len(chunks), options)
+        x0 = base.apply_model(x, sigma, c_crossattn=context, y=y, control=residuals, transformer_options=options)
     eps = (x - x0) / sigma[:, None, None, None]
     return eps.unflatten(0, (len(videos), frames)).transpose(1, 2)  # (videos, 4, frames, h, w)
 
@@ -153,13 +156,54 @@ def check_refusals(pack, fixtures: Path) -> dict:
     return results
 
 
+def check_controlnet(pack, fixtures: Path) -> dict:
+    """A core ControlNet (random weights at the tiny UNet's sizes: ComfyUI's ControlNet loader cannot
+    build the tiny fixture ControlNet) with an IMAGE batch of 8 control frames on the patched MODEL:
+    changing control frame k changes frame k of every video most."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.model_management as mm
+    import comfy.ops
+    import torch
+
+    loader = _module(pack, "nodes.native.loader")
+    config = _module(pack, "model.config").UNetConfig.from_file(fixtures / "hotshot-xl-tiny" / "unet" / "config.json")
+    (patched,) = _module(pack, "nodes.native.nodes").HotshotXLApplyTemporalLayers().apply(
+        loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32), str(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
+    mm.load_models_gpu([patched])
+    settings = {k: v for k, v in loader.comfy_unet_config(config).items() if k not in ("out_channels",
+                "use_temporal_resblock", "use_temporal_attention")}
+    torch.manual_seed(0)
+    net = comfy.cldm.cldm.ControlNet(**settings, hint_channels=3, dtype=torch.float32, device="cpu",
+                                     operations=comfy.ops.disable_weight_init)
+    for parameter in net.parameters():  # ComfyUI's ops skip initialisation; the zero convolutions too
+        parameter.data.normal_(0, 0.1)
+    control = comfy.controlnet.ControlNet(net, load_device=torch.device("cpu"))
+    hints = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # (frames, rgb, h, w)
+    golden = load_golden(fixtures)
+
+    def eps(frames):
+        c = control.copy().set_cond_hint(frames, 1.0, (0.0, 1.0))
+        c.pre_run(patched.model, lambda percent: patched.model.model_sampling.percent_to_sigma(percent))
+        return golden_eps(patched, golden, [0, 1], [0, 1], control=c)
+
+    reference = eps(hints)
+    results = {"control_changes_output": (reference - golden["out"]).abs().max().item(), "most_changed": []}
+    for k in range(8):
+        changed = hints.clone()
+        changed[k] = 1 - changed[k]
+        per_frame = (eps(changed) - reference).abs().amax(dim=(1, 3, 4))  # (videos, frames)
+        results["most_changed"].append(per_frame.argmax(dim=1).tolist())
+    return results
+
+
 def load_golden(fixtures: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(fixtures / "unet_golden.safetensors"))
 
 
-CHECKS = {"exactness": check_exactness, "refusals": check_refusals}
+CHECKS = {"exactness": check_exactness, "refusals": check_refusals, "controlnet": check_controlnet}
 
 if __name__ == "__main__":
     check, folder, fixtures = sys.argv[1:4]

@@ -416,6 +416,14 @@ def test_native_bad_inputs_are_refused_naming_the_input():
     assert found["input_untouched"]
 
 
+def test_native_controlnet_frames_reach_each_frame():
+    """ComfyUI's ControlNet with an IMAGE batch of 8 control frames on the patched MODEL: changing
+    control frame k changes frame k most, in the cond and the uncond video alike."""
+    found = native_check("controlnet")
+    assert found["control_changes_output"] > 0.05
+    assert found["most_changed"] == [[k, k] for k in range(8)]
+
+
 def native_prompt(seed=7, frames=8, size=64, steps=2, branches=("video", "images"), model_nodes=None):
     """Native loader -> (Apply Temporal Layers) -> KSampler -> SaveLatent, one branch per name.
     `model_nodes` (branch -> extra nodes between the loader and the sampler) lets tests insert LoRAs
