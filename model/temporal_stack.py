@@ -85,3 +85,25 @@ def read_temporal_layers(path: str | Path, dtype: torch.dtype = torch.float32) -
             raise ModelFileError(path, f"{name} does not fit a Hotshot-XL temporal layer: {detail}") from None
         layers[position] = module.requires_grad_(False).eval()
     return layers
+
+
+def merge_motion_lora(layers: dict[Position, TransformerTemporal], lora, strength: float) -> int:
+    """Add a motion LoRA (model.lora.formats.LoRAFile) at `strength` into `layers`, in place; returns
+    the number of layers changed. ModelFileError for a LoRA that changes anything but temporal layers
+    (an SDXL LoRA belongs on the MODEL: ComfyUI's LoRA loaders) or layers these do not have."""
+    modules = lora.layers.get("unet", {})
+    other = [name for name in modules if not _KEY.match(name)] + [c for c in lora.layers if c != "unet"]
+    if other or not modules:
+        raise ModelFileError(lora.path, "not a motion LoRA: it changes "
+                             f"{other[0] if other else 'no UNet layer'}; an SDXL LoRA goes on the MODEL "
+                             "(LoraLoader / LoraLoaderModelOnly)")
+    for name, update in modules.items():
+        kind, block, layer, rest = _KEY.match(name).groups()
+        target = layers.get(Position(kind, int(block), int(layer)))
+        module = target.get_submodule(rest) if target is not None else None
+        weight = getattr(module, "weight", None)
+        if weight is None or tuple(weight.shape) != update.weight_shape:
+            raise ModelFileError(lora.path, f"{name} does not fit these temporal layers")
+        with torch.no_grad():
+            weight.add_(update.delta(weight.device).mul_(strength).to(weight.dtype))
+    return len(modules)

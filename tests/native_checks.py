@@ -197,13 +197,67 @@ def check_controlnet(pack, fixtures: Path) -> dict:
     return results
 
 
+def write_motion_lora(path: Path, temporal_file: Path) -> None:
+    """A rank-2 motion LoRA in the trainer's format on every temporal attention's to_q and to_out."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(3)
+    tensors = {}
+    with safe_open(str(temporal_file), "pt") as file:
+        for key in file.keys():
+            if key.endswith(("to_q.weight", "to_out.0.weight")):
+                module = key[: -len(".weight")]
+                out_features, in_features = file.get_slice(key).get_shape()
+                tensors[f"unet.{module}.lora_A.weight"] = torch.randn(2, in_features, generator=generator) * 0.3
+                tensors[f"unet.{module}.lora_B.weight"] = torch.randn(out_features, 2, generator=generator) * 0.3
+                tensors[f"unet.{module}.alpha"] = torch.tensor(2.0)
+    save_file(tensors, str(path), metadata={"format": "hotshot-xl-motion-lora"})
+
+
+def check_motion_lora(pack, fixtures: Path) -> dict:
+    """The Apply node's motion LoRA against the library's own LoRA merge on its own UNet."""
+    import tempfile
+
+    import comfy.model_management as mm
+    import torch
+
+    loader = _module(pack, "nodes.native.loader")
+    apply = _module(pack, "nodes.native.nodes").HotshotXLApplyTemporalLayers().apply
+    temporal = fixtures / "hsxl_temporal_layers_tiny.safetensors"
+    lora_file = Path(tempfile.mkdtemp()) / "motion_lora.safetensors"
+    write_motion_lora(lora_file, temporal)
+    base = loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32)
+    golden = load_golden(fixtures)
+
+    def native_eps(strength):
+        (patched,) = apply(base, str(temporal), str(lora_file), strength)
+        mm.load_models_gpu([patched])
+        return golden_eps(patched, golden, [0, 1], [0, 1])
+
+    ours = _module(pack, "model.loading").load_unet(fixtures / "hotshot-xl-tiny", dtype="fp32", device="cpu")
+    stack = _module(pack, "model.lora.apply").LoRAStack()
+    stack.add(_module(pack, "model.lora.formats").read_lora(lora_file), {"unet": ours}, {"unet": 0.7})
+    library = ours(golden["sample"], golden["timestep"], golden["encoder_hidden_states"], golden["text_embeds"],
+                   golden["time_ids"])
+    with_lora = native_eps(0.7)
+    return {
+        "vs_library": (with_lora - library).abs().max().item(),
+        "changes_output": (with_lora - golden["out"]).abs().max().item(),
+        "strength_zero": (native_eps(0.0) - golden["out"]).abs().max().item(),
+        "sdxl_lora": _error(lambda: apply(base, str(temporal), str(fixtures / "lora_tiny_kohya.safetensors"), 1.0)),
+    }
+
+
 def load_golden(fixtures: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(fixtures / "unet_golden.safetensors"))
 
 
-CHECKS = {"exactness": check_exactness, "refusals": check_refusals, "controlnet": check_controlnet}
+CHECKS = {"exactness": check_exactness, "refusals": check_refusals, "controlnet": check_controlnet,
+          "motion_lora": check_motion_lora}
 
 if __name__ == "__main__":
     check, folder, fixtures = sys.argv[1:4]

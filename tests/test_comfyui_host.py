@@ -424,6 +424,14 @@ def test_native_controlnet_frames_reach_each_frame():
     assert found["most_changed"] == [[k, k] for k in range(8)]
 
 
+def test_native_motion_lora_equals_the_librarys():
+    """A motion LoRA through the Apply node equals the library's own LoRA merge on its UNet."""
+    found = native_check("motion_lora")
+    assert found["vs_library"] < 1e-4 and found["changes_output"] > 0.1
+    assert found["strength_zero"] < 1e-4  # strength 0: the plain temporal layers (the golden)
+    assert found["sdxl_lora"].startswith("InputError: motion_lora: ") and "not a motion LoRA" in found["sdxl_lora"]
+
+
 def native_prompt(seed=7, frames=8, size=64, steps=2, branches=("video", "images"), model_nodes=None):
     """Native loader -> (Apply Temporal Layers) -> KSampler -> SaveLatent, one branch per name.
     `model_nodes` (branch -> extra nodes between the loader and the sampler) lets tests insert LoRAs

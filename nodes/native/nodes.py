@@ -10,6 +10,7 @@ from ...model.errors import InputError, ModelFileError
 
 CATEGORY = "Hotshot-XL"
 NATIVE_DTYPES = ["auto", "bf16", "fp16", "fp32"]
+NO_LORA = "none"
 
 
 def temporal_choices() -> list[str]:
@@ -50,7 +51,15 @@ class HotshotXLApplyTemporalLayers:
                     "tooltip": "Hotshot-XL's temporal layers: hsxl_temporal_layers.safetensors (or its fp16 "
                                "variant), a released Hotshot-XL model folder, or the trainer's output, from "
                                "models/animatediff_models or models/hotshot_xl."}),
-            }
+            },
+            "optional": {
+                "motion_lora": ([NO_LORA, *host.list_weight_files(("loras",))], {
+                    "default": NO_LORA,
+                    "tooltip": "A motion LoRA on the temporal layers (python -m model.train --lora-rank), from "
+                               "models/loras. SDXL LoRAs go on the MODEL with the core LoRA loaders instead."}),
+                "motion_lora_strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                                                   "tooltip": "How strongly the motion LoRA changes the motion."}),
+            },
         }
 
     RETURN_TYPES = ("MODEL",)
@@ -64,9 +73,9 @@ class HotshotXLApplyTemporalLayers:
                    "up to 24 frames per model call, more with Context Windows (Manual), dim 0. The input MODEL is "
                    "unchanged.")
 
-    def apply(self, model, temporal_layers):
+    def apply(self, model, temporal_layers, motion_lora=NO_LORA, motion_lora_strength=1.0):
         from . import patch
-        from ...model.temporal_stack import read_temporal_layers
+        from ...model.temporal_stack import merge_motion_lora, read_temporal_layers
 
         patch.check_sdxl(model, "model")
         path = _temporal_file(temporal_layers)
@@ -74,6 +83,16 @@ class HotshotXLApplyTemporalLayers:
             layers = read_temporal_layers(path)
         except ModelFileError as error:
             raise InputError("temporal_layers", str(error)) from None
+        if motion_lora != NO_LORA:
+            from ...model.lora.apply import check_strength
+            from ...model.lora.formats import read_lora
+
+            strength = check_strength(motion_lora_strength, "motion_lora_strength")
+            lora_path = host.resolve(motion_lora, ("loras",), "motion_lora", want_folder=False)
+            try:
+                merge_motion_lora(layers, read_lora(lora_path), strength)  # into this call's own copy
+            except ModelFileError as error:
+                raise InputError("motion_lora", str(error)) from None
         return (patch.with_temporal_layers(model, layers, "temporal_layers", str(path)),)
 
 
