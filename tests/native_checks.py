@@ -250,6 +250,26 @@ def check_motion_lora(pack, fixtures: Path) -> dict:
     }
 
 
+def check_dtypes(pack, fixtures: Path) -> dict:
+    """bf16 and fp8 MODELs: the temporal weights stored in the model's dtype, computed in ComfyUI's."""
+    import comfy.model_management as mm
+    import torch
+
+    loader = _module(pack, "nodes.native.loader")
+    apply = _module(pack, "nodes.native.nodes").HotshotXLApplyTemporalLayers().apply
+    golden = load_golden(fixtures)
+    results = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp8", torch.float8_e4m3fn)):
+        base = loader.load_unet(fixtures / "hotshot-xl-tiny", dtype)
+        (patched,) = apply(base, str(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
+        mm.load_models_gpu([patched])
+        stored = {str(p.dtype) for p in patched.model.diffusion_model.input_blocks[1].temporal.parameters()}
+        error = (golden_eps(patched, golden, [0, 1], [0, 1]).float() - golden["out"]).abs().max().item()
+        results[name] = {"stored": sorted(stored), "error": error}
+        mm.unload_all_models()
+    return results
+
+
 def load_golden(fixtures: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -257,7 +277,7 @@ def load_golden(fixtures: Path) -> dict:
 
 
 CHECKS = {"exactness": check_exactness, "refusals": check_refusals, "controlnet": check_controlnet,
-          "motion_lora": check_motion_lora}
+          "motion_lora": check_motion_lora, "dtypes": check_dtypes}
 
 if __name__ == "__main__":
     check, folder, fixtures = sys.argv[1:4]

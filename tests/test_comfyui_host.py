@@ -432,6 +432,12 @@ def test_native_motion_lora_equals_the_librarys():
     assert found["sdxl_lora"].startswith("InputError: motion_lora: ") and "not a motion LoRA" in found["sdxl_lora"]
 
 
+def test_native_temporal_weights_take_the_models_dtype():
+    found = native_check("dtypes")
+    assert found["bf16"]["stored"] == ["torch.bfloat16"] and found["bf16"]["error"] < 0.1  # bf16 rounding
+    assert found["fp8"]["stored"] == ["torch.float8_e4m3fn"] and found["fp8"]["error"] < 1.0  # runs; fp8 rounding
+
+
 def native_prompt(seed=7, frames=8, size=64, steps=2, branches=("video", "images"), model_nodes=None):
     """Native loader -> (Apply Temporal Layers) -> KSampler -> SaveLatent, one branch per name.
     `model_nodes` (branch -> extra nodes between the loader and the sampler) lets tests insert LoRAs
