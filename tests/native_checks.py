@@ -87,6 +87,14 @@ def check_exactness(pack, fixtures: Path) -> dict:
     results["two_videos_one_chunk_kind"] = (golden_eps(patched, golden, [0, 0], [0, 1]) - out).abs().max().item()
     results["each_alone"] = max((golden_eps(patched, golden, [1], [v]) - out[v:v + 1]).abs().max().item()
                                 for v in (0, 1))
+    temporal_bytes = sum(t.numel() * t.element_size() for k, t in load_file(str(
+        fixtures / "hsxl_temporal_layers_tiny.safetensors")).items() if "positional_encoding" not in k)  # (buffers)
+    results["size_added_is_temporal_weights"] = patched.model_size() - base.model_size() == temporal_bytes
+    # The node applied again on its own output replaces the layers (not a second stack).
+    again = patch.with_temporal_layers(patched, stack.read_temporal_layers(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
+    mm.load_models_gpu([again])
+    results["applied_twice"] = (golden_eps(again, golden, [0, 1], [0, 1]) - out).abs().max().item()
+    results["applied_twice_size"] = again.model_size() == patched.model_size()
     # The same call on the unpatched MODEL is an SDXL image model: far from the video golden.
     mm.load_models_gpu([base])
     results["unpatched"] = (golden_eps(base, golden, [0, 1], [0, 1]) - out).abs().max().item()

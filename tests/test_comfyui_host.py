@@ -402,6 +402,8 @@ def test_native_model_equals_the_unet_golden():
     assert found["unpatched"] > 0.1  # the same call without the node is not the video model ...
     assert found["unpatched_single_frame"] < 1e-4  # ... but is the original's image path
     assert found["base_unchanged"] and found["input_untouched"]  # loaded, unloaded: the base is as it was
+    assert found["size_added_is_temporal_weights"]  # ComfyUI's memory accounting counts the temporal layers
+    assert found["applied_twice"] < 1e-4 and found["applied_twice_size"]  # re-applied: replaced, not stacked
 
 
 def test_native_bad_inputs_are_refused_naming_the_input():

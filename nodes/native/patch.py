@@ -262,11 +262,13 @@ def with_temporal_layers(model, layers: dict[Position, nn.Module], input_name: s
     options.setdefault("patches", {})[PATCH] = handlers + [(FrameLayer, run_frame_layer)]
     max_frames = min(t.transformer_blocks[0].attention_blocks[0].pos_encoder.positional_encoding.shape[1]
                      for t in layers.values())
-    options[OPTIONS_KEY] = {"source": source, "layers": len(blocks), "max_frames": max_frames}
+    previous_bytes = options.get(OPTIONS_KEY, {}).get("bytes", 0)  # temporal layers this node replaces
+    options[OPTIONS_KEY] = {"source": source, "layers": len(blocks), "max_frames": max_frames, "bytes": added_bytes}
     patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, OPTIONS_KEY)  # re-applied
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, OPTIONS_KEY,
                                  functools.partial(refuse_long_videos, max_frames=max_frames))
-    patched.size = model.model_size() + added_bytes  # ComfyUI's memory accounting counts the new weights
+    # ComfyUI's memory accounting counts the new weights (size is the clone's own field).
+    patched.size = model.model_size() - previous_bytes + added_bytes
     return patched
 
 
