@@ -609,3 +609,30 @@ def test_native_workflow_runs_in_comfyui(comfy, example_inputs, name):
     frames, fps = read_video(file)
     assert frames.shape == ((80, 32, 32, 3) if long else (8, 64, 64, 3))
     assert fps == Fraction(8) and frames.float().std() > 2  # not blank
+
+
+def test_native_model_patches_and_custom_sampling_compose(comfy):
+    """Core model patches on top of the node (FreeU_V2, PerturbedAttentionGuidance) and
+    SamplerCustomAdvanced with its own guider, sampler and scheduler run on the patched MODEL."""
+    apply = ("HotshotXLApplyTemporalLayers", {"temporal_layers": TEMPORAL.name})
+    patches = [apply, ("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),
+               ("PerturbedAttentionGuidance", {"scale": 3.0})]
+    prompt = native_prompt(branches=("video", "patched"), model_nodes={"patched": patches})
+    prompt.update({
+        "200": {"class_type": "HotshotXLApplyTemporalLayers", "inputs": {"model": ["100", 0],
+                                                                       "temporal_layers": TEMPORAL.name}},
+        "201": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
+        "202": {"class_type": "CFGGuider", "inputs": {"model": ["200", 0], "positive": ["101", 0],
+                                                      "negative": ["102", 0], "cfg": 7.5}},
+        "203": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m"}},
+        "204": {"class_type": "BasicScheduler", "inputs": {"model": ["200", 0], "scheduler": "karras", "steps": 2,
+                                                           "denoise": 1.0}},
+        "205": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["201", 0], "guider": ["202", 0],
+                                                                  "sampler": ["203", 0], "sigmas": ["204", 0],
+                                                                  "latent_image": ["103", 0]}},
+        "206": {"class_type": "SaveLatent", "inputs": {"samples": ["205", 0], "filename_prefix": "native/custom"}},
+    })
+    found = run_native(comfy, prompt)
+    assert set(found) == {"video", "patched", "custom"}
+    assert all(torch.isfinite(latents).all() and latents.shape == (8, 4, 8, 8) for latents in found.values())
+    assert (found["patched"] - found["video"]).abs().max() > 0.01  # the patches act on the video model
