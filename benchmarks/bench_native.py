@@ -62,8 +62,8 @@ def write_folder(pack, config: dict, dtype, folder: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    unet_module = importlib.import_module(f"{pack.__name__}.model.unet")
-    config_module = importlib.import_module(f"{pack.__name__}.model.config")
+    unet_module = importlib.import_module(f"{pack.__name__}.model.network.unet")
+    config_module = importlib.import_module(f"{pack.__name__}.model.network.config")
     with torch.device("meta"):
         unet = unet_module.HotshotXLUNet(config_module.UNetConfig.from_dict(config))
     unet = unet.to_empty(device="cpu")
@@ -89,7 +89,7 @@ def main() -> None:
     import comfy.model_management as mm
 
     pack = import_pack()
-    loading = importlib.import_module(f"{pack.__name__}.model.loading")
+    loading = importlib.import_module(f"{pack.__name__}.model.files.loading")
     native_loader = importlib.import_module(f"{pack.__name__}.nodes.native.loader")
     nodes = importlib.import_module(f"{pack.__name__}.nodes.native.nodes")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]

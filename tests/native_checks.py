@@ -75,7 +75,7 @@ def check_exactness(pack, fixtures: Path) -> dict:
 
     loader = _module(pack, "nodes.native.loader")
     patch = _module(pack, "nodes.native.patch")
-    stack = _module(pack, "model.temporal_stack")
+    stack = _module(pack, "model.files.temporal_layers")
     golden = load_file(str(fixtures / "unet_golden.safetensors"))
     base = loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32)
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
@@ -175,7 +175,7 @@ def check_controlnet(pack, fixtures: Path) -> dict:
     import torch
 
     loader = _module(pack, "nodes.native.loader")
-    config = _module(pack, "model.config").UNetConfig.from_file(fixtures / "hotshot-xl-tiny" / "unet" / "config.json")
+    config = _module(pack, "model.network.config").UNetConfig.from_file(fixtures / "hotshot-xl-tiny" / "unet" / "config.json")
     (patched,) = _module(pack, "nodes.native.nodes").HotshotXLApplyTemporalLayers().apply(
         loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32), str(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
     mm.load_models_gpu([patched])
@@ -244,7 +244,7 @@ def check_motion_lora(pack, fixtures: Path) -> dict:
         mm.load_models_gpu([patched])
         return golden_eps(patched, golden, [0, 1], [0, 1])
 
-    ours = _module(pack, "model.loading").load_unet(fixtures / "hotshot-xl-tiny", dtype="fp32", device="cpu")
+    ours = _module(pack, "model.files.loading").load_unet(fixtures / "hotshot-xl-tiny", dtype="fp32", device="cpu")
     stack = _module(pack, "model.lora.apply").LoRAStack()
     stack.add(_module(pack, "model.lora.formats").read_lora(lora_file), {"unet": ours}, {"unet": 0.7})
     library = ours(golden["sample"], golden["timestep"], golden["encoder_hidden_states"], golden["text_embeds"],

@@ -62,9 +62,16 @@ class FrameGroupNorm(nn.GroupNorm):
 
     def train_forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """The same result with plain autograd ops (train mode): statistics over all `frames` of each video."""
-        if frames == 1:
-            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-        # (batch*frames, c, h, w) -> (batch, c, frames, h, w): the original's 5D GroupNorm
-        videos = x.unflatten(0, (-1, frames)).transpose(1, 2)
-        out = F.group_norm(videos, self.num_groups, self.weight, self.bias, self.eps)
-        return out.transpose(1, 2).flatten(0, 1)
+        return frame_group_norm(x, frames, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def frame_group_norm(x: torch.Tensor, frames: int, num_groups: int, weight: torch.Tensor | None,
+                     bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """GroupNorm of (videos*frames, c, h, w) with statistics over each video's frames, in plain ops
+    and with any norm's weights (the trainer's graph; a host UNet's resnets on the native path)."""
+    if frames == 1:
+        return F.group_norm(x, num_groups, weight, bias, eps)
+    # (batch*frames, c, h, w) -> (batch, c, frames, h, w): the original's 5D GroupNorm
+    videos = x.unflatten(0, (-1, frames)).transpose(1, 2)
+    out = F.group_norm(videos, num_groups, weight, bias, eps)
+    return out.transpose(1, 2).flatten(0, 1)

@@ -18,10 +18,10 @@ import comfy.utils
 from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
 from comfy.model_patcher import ModelPatcher
 
-from ...model.config import UNetConfig
+from ...model.network.config import UNetConfig
 from ...model.errors import ModelFileError
-from ...model.loading import is_temporal_key
-from ...model.weights import component_weight_files, read_safetensors
+from ...model.files.loading import is_temporal_key
+from ...model.files.weights import component_weight_files, read_safetensors
 
 
 def comfy_unet_config(config: UNetConfig) -> dict:

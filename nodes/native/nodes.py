@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import host
+from ..types import CATEGORY
 from ...model.errors import InputError, ModelFileError
 
-CATEGORY = "Hotshot-XL"
 NATIVE_DTYPES = ["auto", "bf16", "fp16", "fp32"]
 NO_LORA = "none"
 
@@ -26,7 +26,7 @@ def _temporal_file(name: str) -> Path:
                                                          for b in host.model_bases(f)]
     if any(path.is_dir() for path in bases):
         folder = host.resolve(name, host.TEMPORAL_FOLDERS, "temporal_layers", want_folder=True)
-        from ...model.weights import component_weight_files
+        from ...model.files.weights import component_weight_files
 
         unet = folder / "unet" if (folder / "unet").is_dir() else folder
         try:
@@ -75,7 +75,7 @@ class HotshotXLApplyTemporalLayers:
 
     def apply(self, model, temporal_layers, motion_lora=NO_LORA, motion_lora_strength=1.0):
         from . import patch
-        from ...model.temporal_stack import merge_motion_lora, read_temporal_layers
+        from ...model.files.temporal_layers import merge_motion_lora, read_temporal_layers
 
         patch.check_sdxl(model, "model")
         path = _temporal_file(temporal_layers)

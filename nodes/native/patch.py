@@ -33,7 +33,8 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import (Downsample, ResBlock
                                                             UNetModel)
 
 from ...model.errors import InputError
-from ...model.temporal_stack import Position, frame_group_norm
+from ...model.files.temporal_layers import Position
+from ...model.network.norms import frame_group_norm
 
 PATCH = "forward_timestep_embed_patch"
 OPTIONS_KEY = "hotshot_xl"  # transformer_options entry: what the clone carries (for checks and tests)
@@ -220,7 +221,7 @@ def with_temporal_layers(model, layers: dict[Position, nn.Module], input_name: s
                          source: str = ""):
     """A clone of `model` (an SDXL ModelPatcher) denoising each cond/uncond chunk as one video.
 
-    `layers` come from model.temporal_stack.read_temporal_layers; they become the clone's (moved to
+    `layers` come from model.files.temporal_layers.read_temporal_layers; they become the clone's (moved to
     the model's dtype). Checks everything before cloning: on an error the input model is untouched.
     """
     check_sdxl(model)

@@ -1,9 +1,9 @@
 """Hotshot-XL's temporal layers on their own, for hosts that bring their own SDXL UNet.
 
-A host UNet (ComfyUI's, through the native nodes) runs the spatial layers; it needs from us
-- the temporal layers of a checkpoint, one `TransformerTemporal` per down/up resnet, read from the
-  released temporal-layers file, a released UNet (its temporal keys) or the trainer's output, and
-- the original's frame-spanning GroupNorm as a function of the host's own norm weights.
+A host UNet (ComfyUI's, through the native nodes) runs the spatial layers; it needs from us the
+temporal layers of a checkpoint, one `TransformerTemporal` per down/up resnet, read from the
+released temporal-layers file, a released UNet (its temporal keys) or the trainer's output, with a
+motion LoRA merged in if asked (and the frame-spanning GroupNorm: network/norms.frame_group_norm).
 
 Nothing here knows the host: positions are named by the checkpoint's (kind, block, layer).
 """
@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .errors import ModelFileError
-from .temporal import TransformerTemporal
+from ..errors import ModelFileError
+from ..network.temporal import TransformerTemporal
 from .weights import read_safetensors, safetensors_keys
 
 TEMPORAL_HEADS = 8  # fixed by the release (not stored in any file)
@@ -34,17 +33,6 @@ class Position:
     kind: str  # "down" or "up"
     block: int
     layer: int
-
-
-def frame_group_norm(x: torch.Tensor, frames: int, num_groups: int, weight: torch.Tensor | None,
-                     bias: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """GroupNorm of (videos*frames, c, h, w) whose statistics span each video's frames (the
-    original's GroupNorm on 5-D (videos, c, frames, h, w) tensors)."""
-    videos = x.shape[0] // frames
-    # (videos*frames, c, h, w) -> (videos, c, frames*h, w): a group's elements of one video together.
-    five_d = x.unflatten(0, (videos, frames)).transpose(1, 2)
-    out = F.group_norm(five_d, num_groups, weight, bias, eps)  # (videos, c, frames, h, w)
-    return out.transpose(1, 2).reshape(x.shape)
 
 
 def read_temporal_layers(path: str | Path, dtype: torch.dtype = torch.float32) -> dict[Position, TransformerTemporal]:

@@ -1,4 +1,4 @@
-"""The temporal layers on their own (model/temporal_stack.py), as the native path hands them to a
+"""The temporal layers on their own (model/files/temporal_layers.py), as the native path hands them to a
 host UNet: read from the released layouts, the frame-spanning GroupNorm, motion LoRAs."""
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import save_file
 
 from model.errors import ModelFileError
-from model.loading import load_unet
-from model.norms import FrameGroupNorm
-from model.temporal_stack import Position, frame_group_norm, merge_motion_lora, read_temporal_layers
+from model.files.loading import load_unet
+from model.files.temporal_layers import Position, merge_motion_lora, read_temporal_layers
+from model.network.norms import FrameGroupNorm, frame_group_norm
 
 
 def test_layers_are_the_released_ones_at_their_positions(fixtures_dir, tiny_model_dir):
