@@ -151,6 +151,7 @@ def check_refusals(pack, fixtures: Path) -> dict:
         "truncated": _error(lambda: apply(sdxl, str(truncated))),
         "pickle": _error(lambda: apply(sdxl, str(pickle))),
         "spatial_only": _error(lambda: apply(sdxl, str(fixtures / "sdxl-tiny-single-file.safetensors"))),
+        "tiny_vae": _error(lambda: nodes.HotshotXLNativeLoader().load(str(fixtures / "hotshot-xl-tiny"), "fp32")),
     }
     (patched,) = apply(sdxl, str(temporal))
     import comfy.model_management as mm

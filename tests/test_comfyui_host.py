@@ -415,6 +415,8 @@ def test_native_bad_inputs_are_refused_naming_the_input():
     assert "pickle" in found["pickle"] and found["pickle"].startswith("InputError: temporal_layers")
     assert "holds no Hotshot-XL temporal layers" in found["spatial_only"]
     assert "cannot be split into 3 equal cond/uncond chunks" in found["uneven_batch"]
+    # The tiny fixture's own VAE (8 norm groups) is not a shape ComfyUI's VAE classes can build.
+    assert found["tiny_vae"].startswith("InputError: model_name: ") and "SDXL's VAE shape" in found["tiny_vae"]
     assert found["input_untouched"]
 
 

@@ -127,6 +127,7 @@ class HotshotXLNativeLoader:
         folder = host.resolve(model_name, host.MODEL_FOLDERS, "model_name", want_folder=True)
         dtypes = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
         try:
-            return (loader.load_unet(folder, dtypes[dtype]), loader.load_clip(folder), loader.load_vae(folder))
+            vae = loader.load_vae(folder)  # first: the one part ComfyUI builds only at SDXL's shape
+            return (loader.load_unet(folder, dtypes[dtype]), loader.load_clip(folder), vae)
         except ModelFileError as error:
             raise InputError("model_name", str(error)) from None
