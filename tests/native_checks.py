@@ -279,6 +279,43 @@ def check_dtypes(pack, fixtures: Path) -> dict:
     return results
 
 
+def check_full_size_layout(pack, fixtures: Path) -> dict:
+    """The released full-size layout on ComfyUI's SDXL, without weights (meta device): the native
+    loader's UNet config is the one ComfyUI detects as SDXL, and the release's 420 temporal tensors fit
+    the UNet ComfyUI builds for it, position by position and channel by channel."""
+    import comfy.supported_models
+    import torch
+    from comfy.model_patcher import ModelPatcher
+
+    loader = _module(pack, "nodes.native.loader")
+    patch = _module(pack, "nodes.native.patch")
+    layers_module = _module(pack, "model.files.temporal_layers")
+    released = json.loads((fixtures / "hotshot_xl_unet_keys.json").read_text())
+    config = _module(pack, "model.network.config").UNetConfig.from_dict(released["config"])
+    unet_config = loader.comfy_unet_config(config)
+    model_config = comfy.supported_models.SDXL(unet_config)
+    model_config.set_inference_dtype(torch.bfloat16, None)
+    meta = torch.device("meta")
+    model = ModelPatcher(model_config.get_model({}, "", device=meta), meta, meta)
+    temporal_keys = {k: v for k, v in released["keys"].items() if layers_module._KEY.match(k)}
+    layers = {}
+    with meta:
+        for key, shape in temporal_keys.items():
+            kind, block, layer, rest = layers_module._KEY.match(key).groups()
+            if rest == "proj_in.weight":
+                layers[layers_module.Position(kind, int(block), int(layer))] = \
+                    _module(pack, "model.network.temporal").TransformerTemporal(shape[0], 8, 24)
+    built = {f"{p.kind}_blocks.{p.block}.temporal_attentions.{p.layer}.{k}": list(v.shape)
+             for p, m in layers.items() for k, v in m.state_dict().items()}
+    patched = patch.with_temporal_layers(model, layers, source="hotshot_xl_unet_keys.json")
+    return {
+        "sdxl_detected": comfy.supported_models.SDXL.matches(unet_config),
+        "temporal_tensors": len(temporal_keys),
+        "module_layout_is_released": built == temporal_keys,
+        "patched_blocks": len(patched.object_patches),
+    }
+
+
 def load_golden(fixtures: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -286,7 +323,8 @@ def load_golden(fixtures: Path) -> dict:
 
 
 CHECKS = {"exactness": check_exactness, "refusals": check_refusals, "controlnet": check_controlnet,
-          "motion_lora": check_motion_lora, "dtypes": check_dtypes}
+          "motion_lora": check_motion_lora, "dtypes": check_dtypes,
+          "full_size_layout": check_full_size_layout}
 
 if __name__ == "__main__":
     check, folder, fixtures = sys.argv[1:4]

@@ -442,6 +442,15 @@ def test_native_temporal_weights_take_the_models_dtype():
     assert found["fp8"]["stored"] == ["torch.float8_e4m3fn"] and found["fp8"]["error"] < 1.0  # runs; fp8 rounding
 
 
+def test_native_full_size_layout_fits_comfyuis_sdxl():
+    """No weights (meta device): the native loader's config for the release is ComfyUI's SDXL, and the
+    release's 420 temporal tensors fit the UNet ComfyUI builds for it (6 down + 9 up blocks patched,
+    plus the middle block and the output norm)."""
+    found = native_check("full_size_layout")
+    assert found == {"sdxl_detected": True, "temporal_tensors": 420, "module_layout_is_released": True,
+                     "patched_blocks": 17}
+
+
 def native_prompt(seed=7, frames=8, size=64, steps=2, branches=("video", "images"), model_nodes=None):
     """Native loader -> (Apply Temporal Layers) -> KSampler -> SaveLatent, one branch per name.
     `model_nodes` (branch -> extra nodes between the loader and the sampler) lets tests insert LoRAs
