@@ -79,7 +79,8 @@ def check_exactness(pack, fixtures: Path) -> dict:
     golden = load_file(str(fixtures / "unet_golden.safetensors"))
     base = loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32)
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
-    patched = patch.with_temporal_layers(base, stack.read_temporal_layers(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
+    temporal = fixtures / "hsxl_temporal_layers_tiny.safetensors"
+    patched = patch.with_temporal_layers(base, stack.read_temporal_layers(temporal))
     results = {}
     mm.load_models_gpu([patched])
     out = golden["out"]
@@ -91,7 +92,7 @@ def check_exactness(pack, fixtures: Path) -> dict:
         fixtures / "hsxl_temporal_layers_tiny.safetensors")).items() if "positional_encoding" not in k)  # (buffers)
     results["size_added_is_temporal_weights"] = patched.model_size() - base.model_size() == temporal_bytes
     # The node applied again on its own output replaces the layers (not a second stack).
-    again = patch.with_temporal_layers(patched, stack.read_temporal_layers(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
+    again = patch.with_temporal_layers(patched, stack.read_temporal_layers(temporal))
     mm.load_models_gpu([again])
     results["applied_twice"] = (golden_eps(again, golden, [0, 1], [0, 1]) - out).abs().max().item()
     results["applied_twice_size"] = again.model_size() == patched.model_size()
@@ -176,9 +177,10 @@ def check_controlnet(pack, fixtures: Path) -> dict:
     import torch
 
     loader = _module(pack, "nodes.native.loader")
-    config = _module(pack, "model.network.config").UNetConfig.from_file(fixtures / "hotshot-xl-tiny" / "unet" / "config.json")
+    tiny = fixtures / "hotshot-xl-tiny"
+    config = _module(pack, "model.network.config").UNetConfig.from_file(tiny / "unet" / "config.json")
     (patched,) = _module(pack, "nodes.native.nodes").HotshotXLApplyTemporalLayers().apply(
-        loader.load_unet(fixtures / "hotshot-xl-tiny", torch.float32), str(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
+        loader.load_unet(tiny, torch.float32), str(fixtures / "hsxl_temporal_layers_tiny.safetensors"))
     mm.load_models_gpu([patched])
     settings = {k: v for k, v in loader.comfy_unet_config(config).items() if k not in ("out_channels",
                 "use_temporal_resblock", "use_temporal_attention")}

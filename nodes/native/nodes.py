@@ -15,8 +15,8 @@ NO_LORA = "none"
 
 def temporal_choices() -> list[str]:
     """Temporal-layer files and released model folders in models/animatediff_models, models/hotshot_xl."""
-    return sorted(set(host.list_weight_files(host.TEMPORAL_FOLDERS)) | set(host.list_model_folders(host.TEMPORAL_FOLDERS)),
-                  key=str.lower)
+    files = host.list_weight_files(host.TEMPORAL_FOLDERS)
+    return sorted(set(files) | set(host.list_model_folders(host.TEMPORAL_FOLDERS)), key=str.lower)
 
 
 def _temporal_file(name: str) -> Path:
