@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 
 import torch
 from torch import nn
@@ -101,9 +102,10 @@ class TemporalRun(FrameLayer):
             raise InputError("model", f"{frames} frames in one model call, but Hotshot-XL's temporal layers know "
                              f"{max_frames} positions: add Context Windows (Manual) (dim 0, context_length "
                              f"<= {max_frames}) before the sampler for longer videos")
-        weight = module.proj_in.weight
-        if weight.device != x.device or weight.dtype != x.dtype:
-            # Offloaded (--lowvram) or stored in a narrower dtype (fp8): run a copy where x is.
+        tensors = itertools.chain(module.parameters(), module.buffers())
+        if any(t.device != x.device or t.dtype != x.dtype for t in tensors):
+            # Partly or wholly offloaded (--lowvram: ComfyUI moves leaf modules one by one, and the
+            # position table not at all), or stored in a narrower dtype (fp8): run a copy where x is.
             module = copy.deepcopy(module).to(device=x.device, dtype=x.dtype)
         return module(x, frames)
 
