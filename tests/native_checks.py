@@ -96,6 +96,12 @@ def check_exactness(pack, fixtures: Path) -> dict:
     mm.load_models_gpu([again])
     results["applied_twice"] = (golden_eps(again, golden, [0, 1], [0, 1]) - out).abs().max().item()
     results["applied_twice_size"] = again.model_size() == patched.model_size()
+    # A partial (--lowvram) load: ComfyUI casts every offloadable weight at use, our norms included.
+    mm.unload_all_models()
+    again.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=1)
+    results["lowvram_partial_load"] = again.model.model_lowvram
+    results["lowvram"] = (golden_eps(again, golden, [0, 1], [0, 1]) - out).abs().max().item()
+    again.unpatch_model(torch.device("cpu"))
     # The same call on the unpatched MODEL is an SDXL image model: far from the video golden.
     mm.load_models_gpu([base])
     results["unpatched"] = (golden_eps(base, golden, [0, 1], [0, 1]) - out).abs().max().item()

@@ -404,6 +404,7 @@ def test_native_model_equals_the_unet_golden():
     assert found["base_unchanged"] and found["input_untouched"]  # loaded, unloaded: the base is as it was
     assert found["size_added_is_temporal_weights"]  # ComfyUI's memory accounting counts the temporal layers
     assert found["applied_twice"] < 1e-4 and found["applied_twice_size"]  # re-applied: replaced, not stacked
+    assert found["lowvram_partial_load"] and found["lowvram"] < 1e-4  # weights cast at use, as under --lowvram
 
 
 def test_native_bad_inputs_are_refused_naming_the_input():
