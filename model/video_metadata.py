@@ -142,3 +142,26 @@ def _png_with_text(data: bytes, tags: dict[str, str], path) -> bytes:
             return data[:position] + b"".join(chunks) + data[position:]
         position += 12 + length
     raise InputError(str(path), "holds no image data (no IDAT chunk); cannot add metadata")
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+def read_tags(path) -> dict[str, str]:
+    """The tags stored in a written file, from the fields ComfyUI's editor reads (GIF: the comment);
+    keys as written (Matroska upper-cases them, so mp4/webm keys are lower-cased here)."""
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if suffix in (".mp4", ".webm"):
+        import av
+
+        with av.open(str(file)) as container:
+            return {key.lower(): value for key, value in container.metadata.items()}
+    if suffix == ".gif":
+        return read_gif_comment(file)
+    from PIL import Image
+
+    with Image.open(file) as image:
+        if suffix == ".webp":
+            texts = [value for value in image.getexif().values() if isinstance(value, str) and ":" in value]
+            return dict(text.split(":", 1) for text in texts)
+        return dict(getattr(image, "text", {}))

@@ -40,17 +40,9 @@ def saved(host_env, result):
 
 def stored_tags(path):
     """prompt and workflow as ComfyUI's editor finds them in each format (GIF: our comment)."""
-    from model.video_metadata import read_gif_comment
+    from model.video_metadata import read_tags
 
-    if path.suffix in (".mp4", ".webm"):
-        with av.open(str(path)) as container:
-            return {key.lower(): value for key, value in container.metadata.items()}
-    with Image.open(path) as image:
-        if path.suffix == ".webp":
-            return dict(text.split(":", 1) for text in image.getexif().values())
-        if path.suffix == ".png":
-            return dict(image.text)
-    return read_gif_comment(path)
+    return read_tags(path)
 
 
 @pytest.mark.parametrize("video_format", ["mp4", "webm", "gif", "webp", "png"])
