@@ -165,3 +165,16 @@ def read_tags(path) -> dict[str, str]:
             texts = [value for value in image.getexif().values() if isinstance(value, str) and ":" in value]
             return dict(text.split(":", 1) for text in texts)
         return dict(getattr(image, "text", {}))
+
+
+if __name__ == "__main__":  # python -m model.video_metadata FILE...: print the stored tags
+    import json
+    import sys
+
+    for name in sys.argv[1:]:
+        for key, value in read_tags(name).items():
+            try:
+                value = json.dumps(json.loads(value), indent=2)
+            except ValueError:
+                pass
+            print(f"{name}: {key}: {value}")
