@@ -10,7 +10,8 @@ import torch
 from model.denoising.context import ContextOptions
 from model.pipeline import Settings, load_pipeline
 from model.media.video import read_video
-from tests.pack_graph import (API_WORKFLOWS, CORE_NODES, CORE_TITLES, EDITOR_KEYS, TINY, WORKFLOWS, api_files,
+from tests.pack_graph import (API_WORKFLOWS, CORE_NODES, CORE_TITLES, EDITOR_KEYS, EDITOR_WORKFLOWS, TINY, WORKFLOWS,
+                              api_files,
                               editor_files, editor_to_api, input_specs, is_widget, load_json, nodes_of, run_api,
                               shrink, value_problems)
 
@@ -63,7 +64,7 @@ def test_every_editor_workflow_has_an_api_twin():
 
 @pytest.mark.parametrize("name", names(editor_files()))
 def test_editor_workflow_is_well_formed(classes, name):
-    workflow = load_json(WORKFLOWS / name)
+    workflow = load_json(EDITOR_WORKFLOWS / name)
     assert set(workflow) == EDITOR_KEYS
     ids = [node["id"] for node in workflow["nodes"]]
     assert len(set(ids)) == len(ids) and workflow["last_node_id"] >= max(ids)
@@ -88,7 +89,7 @@ def test_editor_workflow_is_well_formed(classes, name):
 
 @pytest.mark.parametrize("name", names(editor_files()))
 def test_api_twin_has_the_same_nodes_values_and_links(classes, name):
-    editor = load_json(WORKFLOWS / name)
+    editor = load_json(EDITOR_WORKFLOWS / name)
     api = load_json(API_WORKFLOWS / name)
     expected = editor_to_api(editor, classes)
     assert {node_id: {k: v for k, v in node.items() if k != "_meta"} for node_id, node in api.items()} == expected
