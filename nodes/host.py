@@ -228,22 +228,6 @@ def progress(total: int) -> _Progress:
     return _Progress(total)
 
 
-def sampling_callback(handle, steps: int):
-    """A per-step callback(step, total, latents) reporting progress with a latent preview of the
-    middle frame inside ComfyUI; None outside ComfyUI."""
-    if not in_comfyui():
-        return None
-    import latent_preview
-
-    preview = latent_preview.prepare_callback(handle.patcher, steps)
-
-    def callback(step: int, total: int, latents) -> None:
-        middle = latents[:, :, latents.shape[2] // 2]  # (1, 4, h, w): previewers show one image
-        preview(step, middle, latents, total)
-
-    return callback
-
-
 def check_interrupted() -> None:
     """Raise ComfyUI's interruption if the user pressed Cancel (no-op outside ComfyUI)."""
     if in_comfyui():

@@ -154,3 +154,42 @@ def test_a_folder_name_with_a_space_lists_templates_that_comfyui_cannot_serve():
         listed = client.get_json("/workflow_templates")[FOLDER_WITH_SPACE]
         assert listed
         assert template_status(client, FOLDER_WITH_SPACE, listed[0] + ".json")[0] == 404
+
+
+def test_sampling_previews_every_frame_and_moves_per_window(comfy):
+    """16 frames in windows of 8 (overlap 4: three windows a step): per step, a preview image for
+    each of the 16 frames and progress inside the step after each window, on the websocket."""
+    from tests.websocket_client import WebSocketReader
+
+    prompt = tiny_graph()
+    (sampler,) = nodes_of(prompt, "HotshotXLSampler")
+    prompt["60"] = {"class_type": "HotshotXLContextOptions", "inputs": {
+        "length": 8, "overlap": 4, "stride": 1, "schedule": "static", "weighting": "pyramid", "loop": False}}
+    prompt[sampler]["inputs"].update({"frames": 16, "steps": 2, "seed": 11, "context_options": ["60", 0]})
+    socket = WebSocketReader("127.0.0.1", comfy.port, comfy.client_id)
+    try:
+        prompt_id = comfy.queue(prompt, extra_data={"preview_method": "auto"})
+
+        def finished(message):
+            return (message[0] == "text" and message[1].get("type") in ("executing", "execution_error")
+                    and message[1]["data"].get("node") is None and message[1]["data"].get("prompt_id") == prompt_id) \
+                or (message[0] == "text" and message[1].get("type") == "execution_success")
+
+        messages = socket.until(finished, timeout=300)
+    finally:
+        socket.close()
+    succeeded(comfy.wait(prompt_id, timeout=60))
+    # Sampler messages: from its first progress on to the Decode's start.
+    start = next(i for i, m in enumerate(messages) if m[0] == "text" and m[1]["type"] == "progress"
+                 and m[1]["data"]["node"] == sampler)
+    end = next(i for i, m in enumerate(messages) if i > start and m[0] == "text" and m[1]["type"] == "executing"
+               and m[1]["data"].get("node") != sampler)
+    during = messages[start:end]
+    previews = [m for m in during if m[0] == "binary" and m[1] == 1]
+    assert len(previews) == 2 * 16  # every frame, every step
+    assert all(p[2][4:7] == b"\xff\xd8\xff" for p in previews)  # JPEG after the 4-byte image type
+    values = [m[1]["data"]["value"] for m in during if m[0] == "text" and m[1]["type"] == "progress"
+              and m[1]["data"]["node"] == sampler]
+    for step in range(2):
+        inside = {round(v - step, 3) for v in values if step < v < step + 1}
+        assert inside >= {0.333, 0.667}, (step, values)  # moved after the 1st and 2nd of 3 windows

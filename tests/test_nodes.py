@@ -353,20 +353,20 @@ def test_wrong_links_are_refused_with_the_input_named(pack, nodes, tiny):
 
 def test_interrupted_sampling_stops_between_steps(pack, nodes, tiny, monkeypatch, host_env):
     """A step callback that raises (as ComfyUI's progress bar does on Cancel) ends sampling at once."""
-    host = submodule(pack, "nodes.host")
+    preview = submodule(pack, "nodes.preview")
     calls = []
 
     class Interrupted(Exception):
         pass
 
-    def interrupting_callback(handle, steps):
+    def interrupting_hooks(model, settings, conditioning, controls):
         def callback(step, total, latents):
             calls.append((step, total))
             if step == 1:
                 raise Interrupted()
-        return callback
+        return None, callback
 
-    monkeypatch.setattr(host, "sampling_callback", interrupting_callback)
+    monkeypatch.setattr(preview, "sampling_hooks", interrupting_hooks)
     with pytest.raises(Interrupted):
         sample(nodes, tiny, encode(nodes, tiny), steps=30)
     assert calls == [(0, 30), (1, 30)]
