@@ -193,3 +193,15 @@ def test_sampling_previews_every_frame_and_moves_per_window(comfy):
     for step in range(2):
         inside = {round(v - step, 3) for v in values if step < v < step + 1}
         assert inside >= {0.333, 0.667}, (step, values)  # moved after the 1st and 2nd of 3 windows
+
+
+def test_disable_metadata_leaves_the_workflow_out():
+    """ComfyUI's --disable-metadata: our files hold no prompt or workflow, as core's don't."""
+    with running_comfyui(REPO_ROOT, models={"diffusers": [TINY_FOLDER]}, extra_args=["--disable-metadata"]) as client:
+        prompt = tiny_graph()
+        (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
+        prompt[save_id]["inputs"]["format"] = "webp"
+        entry = succeeded(client.wait(client.queue(prompt, extra_data={"extra_pnginfo": {"workflow": {"nodes": []}}}),
+                                      timeout=300))
+        (file,) = shown_files(client, entry, save_id)
+        assert read_tags(file) == {}
