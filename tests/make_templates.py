@@ -5,7 +5,7 @@
 `workflows/editor/*.json` stays the one source (the tests and API twins use it). This script
 - lays every source out without overlapping nodes: columns by graph depth, node sizes from their
   sockets and widgets as the editor draws them, and a view (`extra.ds`) that shows the whole graph
-  in an editor canvas of VIEW pixels;
+  in the VIEW part of the editor's canvas, at a scale where the editor still draws text;
 - adds download entries (`properties.models`: name, url, directory, read by the editor's missing-
   models dialog) to nodes whose widget names a released single file;
 - writes each as `example_workflows/<title>.json` (the template browser shows a custom node's
@@ -27,10 +27,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES = REPO_ROOT / "workflows" / "editor"
 TEMPLATES = REPO_ROOT / "example_workflows"
 
-VIEW = (1400, 760)  # editor canvas the view is fitted to (a 1080p screen less menus and side bar)
+# The part of the editor's canvas a workflow should open in: in a 1600x800 canvas, right of the side
+# bar (which lies over the canvas's left edge) and below the floating title and Run bar. The scale
+# stays above the editor's low-quality threshold (0.6), below which node titles and widgets are not drawn.
+VIEW = (70, 100, 1570, 760)  # left, top, right, bottom in canvas pixels
+MIN_SCALE = 0.6
 TITLE_HEIGHT = 30  # LiteGraph draws the title bar above `pos`
 SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_BOX_HEIGHT, MEDIA_HEIGHT = 22, 26, 110, 280
-COLUMN_GAP, ROW_GAP, MARGIN = 70, 50, 40
+COLUMN_GAP, ROW_GAP, MARGIN = 50, 40, 20
 THUMBNAIL_SIZE = (480, 360)
 
 # Released single files, as the editor's missing-models dialog wants them (only safetensors from
@@ -92,7 +96,7 @@ def node_size(node: dict) -> list[int]:
     height += sum(TEXT_BOX_HEIGHT if _is_text_box(v) else WIDGET_HEIGHT for v in values)
     if node["type"] in ("LoadImage", "LoadVideo", "HotshotXLSaveVideo", "SaveVideo", "PreviewImage", "SaveImage"):
         height += MEDIA_HEIGHT  # the image or video shown on the node
-    width = 420 if any(_is_text_box(v) for v in values) else 340
+    width = 360 if any(_is_text_box(v) for v in values) else 300
     return [width, height]
 
 
@@ -133,9 +137,11 @@ def laid_out(workflow: dict) -> dict:
         x += width + COLUMN_GAP
     right = max(n["pos"][0] + n["size"][0] for n in workflow["nodes"])
     bottom = max(n["pos"][1] + n["size"][1] for n in workflow["nodes"])
-    scale = min(1.0, (VIEW[0] - 2 * MARGIN) / right, (VIEW[1] - 2 * MARGIN) / bottom)
+    width, height = VIEW[2] - VIEW[0] - 2 * MARGIN, VIEW[3] - VIEW[1] - 2 * MARGIN
+    scale = min(1.0, width / right, height / bottom)
     # screen = (canvas + offset) * scale: the graph's box centred in the view
-    offset = [round(VIEW[0] / 2 / scale - right / 2, 2), round(VIEW[1] / 2 / scale - bottom / 2, 2)]
+    centre = ((VIEW[0] + VIEW[2]) / 2, (VIEW[1] + VIEW[3]) / 2)
+    offset = [round(centre[0] / scale - right / 2, 2), round(centre[1] / scale - bottom / 2, 2)]
     workflow["extra"] = {**workflow.get("extra", {}), "ds": {"scale": round(scale, 4), "offset": offset}}
     for node in workflow["nodes"]:
         _add_model_entries(node)
@@ -182,10 +188,13 @@ def thumbnail(workflow: dict, title: str) -> bytes:
     right, bottom = max(b[2] for b in boxes.values()), max(b[3] for b in boxes.values())
     area = (20, 90, THUMBNAIL_SIZE[0] - 20, THUMBNAIL_SIZE[1] - 16)
     fit = min((area[2] - area[0]) / (right - left), (area[3] - area[1]) / (bottom - top))
+    # centred in the area
+    x0 = area[0] + ((area[2] - area[0]) - (right - left) * fit) / 2
+    y0 = area[1] + ((area[3] - area[1]) - (bottom - top) * fit) / 2
 
     def place(box):
-        return (area[0] + (box[0] - left) * fit, area[1] + (box[1] - top) * fit,
-                area[0] + (box[2] - left) * fit, area[1] + (box[3] - top) * fit)
+        return (x0 + (box[0] - left) * fit, y0 + (box[1] - top) * fit,
+                x0 + (box[2] - left) * fit, y0 + (box[3] - top) * fit)
 
     centres = {}
     for node in workflow["nodes"]:
