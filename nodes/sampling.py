@@ -148,6 +148,17 @@ class HotshotXLSampler:
                    "chosen scheduler, with progress (per window of a long video), Cancel between steps, and a "
                    "preview of every frame as it forms.")
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        """Sizes checked when the prompt is queued (a red outline, nothing loaded yet); ComfyUI leaves
+        the range checks of the inputs named here to this function. None: turned into a socket."""
+        for name, value in (("width", width), ("height", height)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value % 8 or not 64 <= value <= MAX_SIZE:
+                return f"{name}: must be a multiple of 8 from 64 to {MAX_SIZE}, got {value!r}"
+        return True
+
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
                noise="independent", custom_scheduler=None, latent=None, denoise=1.0):
         from ..model.denoising.context import ContextOptions

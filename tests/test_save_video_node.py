@@ -137,3 +137,10 @@ def test_images_or_video_not_both_nor_neither(nodes, host_env, pack):
         nodes["HotshotXLSaveVideo"]().save("x", "mp4", 8.0, 0)
     with pytest.raises(InputError, match="both connected"):
         nodes["HotshotXLSaveVideo"]().save("x", "mp4", 8.0, 0, video=video, images=frames_clip())
+
+
+def test_sampler_sizes_are_checked_when_queued(nodes):
+    validate = nodes["HotshotXLSampler"].VALIDATE_INPUTS
+    assert validate(672, 384) is True and validate(None, None) is True
+    assert validate(100, 384) == "width: must be a multiple of 8 from 64 to 4096, got 100"
+    assert validate(672, 8).startswith("height: ")
