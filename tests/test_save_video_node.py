@@ -144,3 +144,17 @@ def test_sampler_sizes_are_checked_when_queued(nodes):
     assert validate(672, 384) is True and validate(None, None) is True
     assert validate(100, 384) == "width: must be a multiple of 8 from 64 to 4096, got 100"
     assert validate(672, 8).startswith("height: ")
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_preview_estimates_the_clean_latents(pack, prediction_type):
+    """The sampler's previews show x0 recovered from the UNet's input and output at any timestep."""
+    preview = submodule(pack, "nodes.preview").SamplingPreview.__new__(
+        submodule(pack, "nodes.preview").SamplingPreview)
+    preview.alphas = torch.linspace(0.99, 0.01, 1000)
+    preview.prediction_type = prediction_type
+    x0, eps = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 4, 3, 8, 8)
+    alpha = float(preview.alphas[700])
+    x_t = alpha ** 0.5 * x0 + (1 - alpha) ** 0.5 * eps
+    out = eps if prediction_type == "epsilon" else alpha ** 0.5 * eps - (1 - alpha) ** 0.5 * x0
+    assert torch.allclose(preview._clean_estimate(x_t, out, torch.tensor([700.0])), x0, atol=1e-4)
