@@ -280,7 +280,7 @@ def run(argv=None) -> int:
             with _errors_named_by_flag(FLAG_OF):
                 check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
             if not args.no_metadata:  # model files hashed in the background while the model loads and samples
-                from .run_metadata import start_hashing
+                from .media.run_record import start_hashing
 
                 hashes = start_hashing(value for name, value in vars(args).items() if name != "out")
         loras = read_chosen(loras_from_args(args))  # small files: every one is checked before the model loads
@@ -330,7 +330,7 @@ def run(argv=None) -> int:
         if not session.writes_one_video:
             return 0
         from .media.video import write_video
-        from .run_metadata import cli_tags
+        from .media.run_record import cli_tags
 
         tags = None if args.no_metadata else cli_tags(PROG, sys.argv[1:] if argv is None else argv, args, hashes)
         with _errors_named_by_flag(FLAG_OF):

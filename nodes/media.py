@@ -60,7 +60,7 @@ def to_audio(audio: dict | None, input_name: str = "video"):
     (the first item of the batch), or None."""
     if audio is None:
         return None
-    from ..model.video_audio import Audio
+    from ..model.media.audio import Audio
 
     waveform = audio.get("waveform") if isinstance(audio, dict) else None
     if waveform is None or getattr(waveform, "ndim", 0) != 3 or waveform.shape[0] < 1:

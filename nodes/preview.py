@@ -25,7 +25,7 @@ class SamplingPreview:
 
         self.steps = steps
         self.frames = frames
-        self.context = context  # model.context.ContextOptions, or None for one pass over all frames
+        self.context = context  # model.denoising.context.ContextOptions, or None for one pass over all frames
         self.bar = comfy.utils.ProgressBar(steps)
         self.previewer = latent_preview.get_previewer(handle.load_device, handle.patcher.model.latent_format)
         self.alphas = scheduler.alphas_cumprod.float()
@@ -35,7 +35,7 @@ class SamplingPreview:
         self._windows_done = 0
 
     def wrap(self, predict):
-        from ..model.sampling import call_predictor
+        from ..model.denoising.loop import call_predictor
 
         def predict_and_show(latents, timestep, frames=None, step=None):
             prediction = call_predictor(predict, latents, timestep, frames, step)
@@ -52,7 +52,7 @@ class SamplingPreview:
     def _windows_per_step(self, timestep) -> int:
         if self.context is None:
             return 1
-        from ..model.context import context_windows
+        from ..model.denoising.context import context_windows
 
         return max(1, len(context_windows(self.frames, self.context, timestep)))
 
@@ -94,9 +94,9 @@ def sampling_hooks(model, settings, conditioning, controls):
 
     if not host.in_comfyui():
         return None, None
-    from ..model.context import context_for
-    from ..model.sampling import guided_predictor
-    from ..model.schedulers import make_scheduler
+    from ..model.denoising.context import context_for
+    from ..model.denoising.loop import guided_predictor
+    from ..model.denoising.schedulers import make_scheduler
 
     pipeline = model.pipeline
     context = context_for(settings.frames, settings.context, pipeline.unet.config.temporal_max_frames)

@@ -4,9 +4,9 @@ import hashlib
 import json
 import shlex
 
-from model.run_metadata import KEY, model_files
+from model.media.run_record import KEY, model_files
 from model.sample import run
-from model.video_metadata import read_tags
+from model.media.metadata import read_tags
 
 
 def test_cli_video_says_how_it_was_made(tiny_model_dir, tmp_path):

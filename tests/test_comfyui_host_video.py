@@ -18,7 +18,7 @@ import pytest
 if not os.environ.get("COMFYUI_PATH"):
     pytest.skip("COMFYUI_PATH is not set: no ComfyUI checkout to run the pack in", allow_module_level=True)
 
-from model.video_metadata import read_tags  # noqa: E402
+from model.media.metadata import read_tags  # noqa: E402
 from tests.comfyui_host import PACK_FOLDER_NAME, PromptRejected, history_messages, running_comfyui  # noqa: E402
 from tests.conftest import FIXTURES  # noqa: E402
 from tests.pack_graph import API_WORKFLOWS, TINY, load_json, nodes_of, shrink  # noqa: E402
@@ -102,8 +102,8 @@ def test_core_video_with_sound_is_saved_with_its_audio(comfy):
     import numpy as np
     import torch
 
-    from model.video import write_video
-    from model.video_audio import Audio
+    from model.media.video import write_video
+    from model.media.audio import Audio
 
     wave = np.sin(np.linspace(0, 4000, 44100 * 2, dtype=np.float32))[None].repeat(2, 0)
     write_video(torch.rand(16, 64, 64, 3), comfy.base_dir / "input" / "with_sound.mp4", fps=8, audio=Audio(wave, 44100))

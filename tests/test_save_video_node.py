@@ -40,7 +40,7 @@ def saved(host_env, result):
 
 def stored_tags(path):
     """prompt and workflow as ComfyUI's editor finds them in each format (GIF: our comment)."""
-    from model.video_metadata import read_tags
+    from model.media.metadata import read_tags
 
     return read_tags(path)
 
@@ -91,7 +91,7 @@ def test_decode_gives_a_video_that_save_takes(nodes, host_env, pack):
 
 
 def test_ping_pong_crf_and_pixel_format(nodes, host_env):
-    from model.video import read_video
+    from model.media.video import read_video
 
     save = nodes["HotshotXLSaveVideo"]()
     clip = frames_clip(4)

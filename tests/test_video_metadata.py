@@ -12,8 +12,8 @@ from PIL import Image
 
 from model.errors import InputError
 from model.media.video import check_output, read_video, write_video
-from model.video_audio import Audio
-from model.video_metadata import read_gif_comment
+from model.media.audio import Audio
+from model.media.metadata import read_gif_comment
 
 TAGS = {"prompt": json.dumps({"3": {"class_type": "HotshotXLSampler", "inputs": {"seed": 455}}}),
         "workflow": json.dumps({"nodes": [{"id": 3, "type": "HotshotXLSampler", "title": "caf\u00e9 \u732b"}]})}

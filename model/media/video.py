@@ -19,9 +19,9 @@ import av
 import numpy as np
 import torch
 
-from .. import video_metadata
+from . import metadata as video_metadata  # `metadata` names write_video's argument
 from ..errors import InputError
-from ..video_audio import add_audio_stream, check_audio, encode_audio
+from .audio import add_audio_stream, check_audio, encode_audio
 from .formats import DEFAULT_FPS, PIXEL_FORMATS, VIDEO_FORMATS, VideoFormat
 
 SEQUENCE_FILE_NAME = "frame_{:05d}.png"  # frame files written into a folder target
@@ -38,8 +38,8 @@ def write_video(frames, path, fps=DEFAULT_FPS, loop: int = 0, overwrite: bool = 
     existing folder) or a file pattern ("out/frame_%05d.png"; numbering starts at 0). `loop` is the loop
     count stored in GIF and WebP files (0 = forever). `quality` 0..100 (higher is better) applies to
     mp4, webm and webp; GIF and PNG ignore it. An existing file is only replaced with `overwrite=True`.
-    `metadata` ({key: text}) is stored where ComfyUI keeps a prompt and workflow (see video_metadata);
-    `audio` (video_audio.Audio) is muxed into mp4 and webm files; `pixel_format` (PIXEL_FORMATS)
+    `metadata` ({key: text}) is stored where ComfyUI keeps a prompt and workflow (see metadata.py);
+    `audio` (audio.Audio) is muxed into mp4 and webm files; `pixel_format` (PIXEL_FORMATS)
     replaces the format's own for mp4 and webm.
     """
     pixels = to_uint8_frames(frames)

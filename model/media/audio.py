@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 # Container (FFmpeg muxer) -> (encoder, sample rate it is given; None: the track's own)
 AUDIO_CODECS = {"mp4": ("aac", None), "webm": ("libopus", 48000)}
@@ -30,7 +30,7 @@ def check_audio(audio, container: str, path) -> Audio | None:
     if audio is None:
         return None
     if not isinstance(audio, Audio):
-        raise InputError("audio", f"expected model.video_audio.Audio, got {type(audio).__name__}")
+        raise InputError("audio", f"expected model.media.audio.Audio, got {type(audio).__name__}")
     if container not in AUDIO_CODECS:
         raise InputError("audio", f"{path}: this format holds no sound; save as "
                                   f"{' or '.join(AUDIO_CODECS)} to keep the audio")

@@ -1,9 +1,9 @@
-"""How a CLI video was made, stored in the file (see video_metadata) under the key `hotshot_xl`.
+"""How a CLI video was made, stored in the file (see metadata.py) under the key `hotshot_xl`.
 
 A JSON object: the command line, every setting the run used (prompt, seed, sizes, scheduler ...,
 defaults included) and the SHA-256 of each model file it read (the files of a model folder, the
 temporal layers, SDXL, LoRA and ControlNet files). It is not a ComfyUI graph: the editor does not
-open it, but `python -m model.video_metadata FILE` and any EXIF/tag reader show it.
+open it, but `python -m model.media.metadata FILE` and any EXIF/tag reader show it.
 
 Hashing several GB takes seconds to tens of seconds, so `start_hashing` runs it in a background
 thread while the model loads and samples; `--no-metadata` skips it all.

@@ -21,7 +21,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 CONTAINER_TAGGED = {"mp4", "webm"}  # FFmpeg muxers that store tags themselves (VideoFormat.container)
 EMBEDDED = {"webp", "gif", "image2"}  # tags added to the finished file (image2: PNG frames)
@@ -167,7 +167,7 @@ def read_tags(path) -> dict[str, str]:
         return dict(getattr(image, "text", {}))
 
 
-if __name__ == "__main__":  # python -m model.video_metadata FILE...: print the stored tags
+if __name__ == "__main__":  # python -m model.media.metadata FILE...: print the stored tags
     import json
     import sys
 
