@@ -10,11 +10,11 @@ from .media import frame_rate, make_video, to_audio, video_parts, workflow_tags
 from .types import CATEGORY, MODEL
 from ..model.choices import SETTINGS_DEFAULTS, VAE_TILING
 from ..model.errors import InputError
-from ..model.media.formats import DEFAULT_FPS, VIDEO_FORMATS
+from ..model.media.formats import DEFAULT_FPS, VIDEO_FORMATS, PIXEL_FORMATS as LIBRARY_PIXEL_FORMATS
 
-# The formats table's video files, and png: a folder of numbered PNG frames.
-FORMATS = [suffix[1:] for suffix, form in VIDEO_FORMATS.items() if form.container != "image2"] + ["png"]
-PIXEL_FORMATS = ["yuv420p", "yuv444p"]  # model/media/formats.py's PIXEL_FORMATS (mp4 and webm)
+# The formats table's: video files, and png (a folder of numbered PNG frames).
+FORMATS = [suffix[1:] for suffix in VIDEO_FORMATS]
+PIXEL_FORMATS = list(dict.fromkeys(name for names in LIBRARY_PIXEL_FORMATS.values() for name in names))
 DEFAULT_CRF = 18  # H.264's visually lossless point; VP9 looks alike at this value
 DEFAULT_QUALITY = 90  # animated WebP
 TILING = list(VAE_TILING)

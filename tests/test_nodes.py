@@ -186,7 +186,10 @@ def test_option_lists_defaults_and_ranges_are_the_librarys_own(nodes):
         assert chunking["frames_per_chunk"][1]["default"] == settings.decode_chunk
         assert chunking["tiling"] == (list(choices.VAE_TILING), {**chunking["tiling"][1], "default": settings.vae_tiling})
     save = specs("HotshotXLSaveVideo")
-    assert save["format"][0] == [suffix[1:] for suffix in VIDEO_FORMATS if suffix != ".png"]
+    assert save["format"][0] == [suffix[1:] for suffix in VIDEO_FORMATS]  # png: a folder of PNG frames
+    from model.media.formats import PIXEL_FORMATS
+
+    assert set(save["pixel_format"][0]) == {name for names in PIXEL_FORMATS.values() for name in names}
     assert save["fps"][1]["default"] == DEFAULT_FPS
 
 
