@@ -108,3 +108,18 @@ def test_pixel_format_choice(tmp_path):
         assert container.streams.video[0].codec_context.width == 47  # no even padding needed at 4:4:4
     with pytest.raises(InputError, match="pixel_format"):
         check_output(tmp_path / "v.gif", 3, pixel_format="yuv444p")
+
+
+@pytest.mark.parametrize("clip", ["one frame", "frames all alike"])
+def test_webp_that_the_encoder_writes_as_a_still_gets_its_tags_too(tmp_path, clip):
+    """libwebp writes a simple-format file (no VP8X header) for one frame or identical frames."""
+    pixels = frames(1, 32, 48) if clip == "one frame" else torch.full((4, 32, 48, 3), 0.5)
+    path = write_video(pixels, tmp_path / "v.webp", metadata=TAGS)[0]
+    with Image.open(path) as image:
+        assert image.size == (48, 32) and image.getexif()[0x0110] == "prompt:" + TAGS["prompt"]
+        decoded = np.asarray(image.convert("RGB"))
+    with Image.open(write_video(pixels, tmp_path / "plain.webp")[0]) as plain:
+        assert np.array_equal(decoded, np.asarray(plain.convert("RGB")))  # the picture itself is untouched
+    chunks, data = webp_chunks(path)
+    assert [k for k, _ in chunks][0] == b"VP8X" and [k for k, _ in chunks][-1] == b"EXIF"
+    assert struct.unpack("<I", data[4:8])[0] == len(data) - 8

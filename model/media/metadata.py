@@ -78,16 +78,34 @@ def exif_bytes(tags: dict[str, str]) -> bytes:
 
 
 def _webp_with_exif(data: bytes, tags: dict[str, str], path) -> bytes:
-    """Append an EXIF chunk to an extended-format (VP8X) WebP and set VP8X's EXIF flag.
+    """Append an EXIF chunk to a WebP and set VP8X's EXIF flag.
 
-    Every chunk before it keeps its even size, which the editor's reader relies on (it does not
-    skip RIFF padding bytes)."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or data[12:16] != b"VP8X":
-        raise InputError(str(path), "is not an extended-format WebP file; cannot add metadata")
+    A simple-format file (one VP8 or VP8L image: what the encoder writes for one frame, or for frames
+    that are all alike) first gets the VP8X header that extended files start with. Every chunk before
+    the EXIF keeps its even size, which the editor's reader relies on (it does not skip RIFF padding)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise InputError(str(path), "is not a WebP file; cannot add metadata")
+    if data[12:16] in (b"VP8 ", b"VP8L"):
+        data = _extended_webp(data)
+    if data[12:16] != b"VP8X":
+        raise InputError(str(path), f"is a WebP file of an unknown layout ({data[12:16]!r}); cannot add metadata")
     payload = exif_bytes(tags)
     chunk = b"EXIF" + struct.pack("<I", len(payload)) + payload + (b"\0" if len(payload) % 2 else b"")
     flags = data[20] | 0x08  # VP8X flags byte: bit 3 = EXIF metadata present
     body = data[12:20] + bytes([flags]) + data[21:] + chunk
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def _extended_webp(data: bytes) -> bytes:
+    """A simple-format WebP as the same image behind a VP8X header (no flags yet)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    header = b"\0\0\0\0" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    body = b"VP8X" + struct.pack("<I", len(header)) + header + data[12:]
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
 
 
