@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "WebP in ms)")
     out.add_argument("--loop", type=int, default=0, help="gif/webp loop count, 0 = forever")
     out.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    out.add_argument("--no-metadata", action="store_true",
+                     help="store nothing about the run in the file (by default the command, every setting and the "
+                     "SHA-256 of each model file go where ComfyUI keeps a workflow, under the key hotshot_xl)")
     add_controlnet_arguments(parser)
     add_video2video_arguments(parser)
     add_distributed_arguments(parser)
@@ -272,9 +275,14 @@ def run(argv=None) -> int:
         session = plan_session(args, settings)  # --prompts and torchrun's ranks, checked before loading
         if session.finished:
             return 0
+        hashes = None
         if session.writes_one_video:
             with _errors_named_by_flag(FLAG_OF):
                 check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
+            if not args.no_metadata:  # model files hashed in the background while the model loads and samples
+                from .media.run_record import start_hashing
+
+                hashes = start_hashing(value for name, value in vars(args).items() if name != "out")
         loras = read_chosen(loras_from_args(args))  # small files: every one is checked before the model loads
         if small:
             print(f"tiny-random: {' '.join(small)} (an install check; give them to choose)", file=sys.stderr)
@@ -322,9 +330,12 @@ def run(argv=None) -> int:
         if not session.writes_one_video:
             return 0
         from .media.video import write_video
+        from .media.run_record import cli_tags
 
+        tags = None if args.no_metadata else cli_tags(PROG, sys.argv[1:] if argv is None else argv, args, hashes)
         with _errors_named_by_flag(FLAG_OF):
-            files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite)
+            files = write_video(frames, args.out, fps=args.fps, loop=args.loop, overwrite=args.overwrite,
+                                metadata=tags)
     except HotshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -228,22 +228,6 @@ def progress(total: int) -> _Progress:
     return _Progress(total)
 
 
-def sampling_callback(handle, steps: int):
-    """A per-step callback(step, total, latents) reporting progress with a latent preview of the
-    middle frame inside ComfyUI; None outside ComfyUI."""
-    if not in_comfyui():
-        return None
-    import latent_preview
-
-    preview = latent_preview.prepare_callback(handle.patcher, steps)
-
-    def callback(step: int, total: int, latents) -> None:
-        middle = latents[:, :, latents.shape[2] // 2]  # (1, 4, h, w): previewers show one image
-        preview(step, middle, latents, total)
-
-    return callback
-
-
 def check_interrupted() -> None:
     """Raise ComfyUI's interruption if the user pressed Cancel (no-op outside ComfyUI)."""
     if in_comfyui():
@@ -292,3 +276,30 @@ def save_path(filename_prefix: str, output_dir: Path, width: int, height: int) -
                 for m in [_COUNTER.match(f[len(stem):])] if m]
     subfolder = "" if str(relative.parent) == "." else relative.parent.as_posix()
     return folder, stem, max(counters, default=0) + 1, subfolder
+
+
+def metadata_disabled() -> bool:
+    """ComfyUI's --disable-metadata: save nodes store no prompt or workflow (False outside ComfyUI)."""
+    if not in_comfyui():
+        return False
+    from comfy.cli_args import args
+
+    return bool(getattr(args, "disable_metadata", False))
+
+
+def prefix_problem(filename_prefix, output_dir: Path) -> str | None:
+    """Why `filename_prefix` cannot be saved under (it leaves the output folder, is empty or not text),
+    or None; checks names only and creates nothing, so it can run when a prompt is validated."""
+    if not isinstance(filename_prefix, str) or not filename_prefix.strip():
+        return "must not be empty"
+    if "\0" in filename_prefix:
+        return "must not contain a NUL character"
+    prefix = re.sub(r"%[a-z]+%", "x", filename_prefix)  # %width%, %date% tokens stand for plain text
+    if Path(prefix).is_absolute() or os.path.isabs(prefix):
+        return f"{filename_prefix!r} is an absolute path; give a name inside the output folder {output_dir}"
+    folder = os.path.abspath(os.path.join(output_dir, os.path.dirname(os.path.normpath(prefix))))
+    if os.path.commonpath((os.path.abspath(output_dir), folder)) != os.path.abspath(output_dir):
+        return f"{filename_prefix!r} leaves the output folder {output_dir}"
+    if not os.path.basename(os.path.normpath(prefix)) or os.path.normpath(prefix) in (".", ".."):
+        return f"{filename_prefix!r} names a folder, not a file name"
+    return None

@@ -145,7 +145,19 @@ class HotshotXLSampler:
     FUNCTION = "sample"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Generates a video latent from noise with Hotshot-XL: classifier-free guidance over the "
-                   "chosen scheduler, with progress, Cancel between steps, and a preview of the middle frame.")
+                   "chosen scheduler, with progress (per window of a long video), Cancel between steps, and a "
+                   "preview of every frame as it forms.")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        """Sizes checked when the prompt is queued (a red outline, nothing loaded yet); ComfyUI leaves
+        the range checks of the inputs named here to this function. None: turned into a socket."""
+        for name, value in (("width", width), ("height", height)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value % 8 or not 64 <= value <= MAX_SIZE:
+                return f"{name}: must be a multiple of 8 from 64 to {MAX_SIZE}, got {value!r}"
+        return True
 
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
                noise="independent", custom_scheduler=None, latent=None, denoise=1.0):
@@ -189,9 +201,13 @@ class HotshotXLSampler:
 
         controls, handles = prepare_controls(conditioning, width, height, frames)
         host.load(model.unet, *handles, memory_required=_activation_bytes(settings, model.unet))
-        callback = host.sampling_callback(model.unet, steps)
+        from .preview import sampling_hooks
+
         with applied(model, "unet"):  # the model's LoRAs at strength_model, removed afterwards
-            latents = model.pipeline.sample(conditioning, settings, callback, controls=controls, init=init)
+            # Inside ComfyUI: progress per window and every frame previewed (nodes/preview.py).
+            predictor, callback = sampling_hooks(model, settings, conditioning, controls)
+            latents = model.pipeline.sample(conditioning, settings, callback, predictor=predictor, controls=controls,
+                                            init=init)
         return (to_comfy_latent(latents, model.latent_scale),)
 
 

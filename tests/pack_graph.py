@@ -11,6 +11,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO_ROOT / "workflows"
+# Editor-format workflows sit in a sub-folder: ComfyUI's template browser lists every *.json directly
+# inside a pack's workflows/ as well as example_workflows/ (made from these by tests/make_templates.py).
+EDITOR_WORKFLOWS = WORKFLOWS / "editor"
 API_WORKFLOWS = WORKFLOWS / "api"
 
 TINY = dict(width=64, height=64, steps=2, frames=4)  # workflow settings small enough for the tiny model on a CPU
@@ -155,7 +158,7 @@ def value_problems(kind, options: dict, value) -> list[str]:
 
 
 def editor_files() -> list[Path]:
-    return sorted(WORKFLOWS.glob("*.json"))
+    return sorted(EDITOR_WORKFLOWS.glob("*.json"))
 
 
 def api_files() -> list[Path]:

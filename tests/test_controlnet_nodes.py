@@ -68,7 +68,7 @@ def test_controlnet_workflow_matches_the_library(classes, headless, fixtures_dir
     settings = settings_of(sampler)
     latents = headless.sample(conditions_of(headless, prompt[text_id]["inputs"]), settings, controls=[control])
     expected = headless.decode(latents, 4, "auto")
-    (images,) = outputs[decode_id]
+    images = outputs[decode_id][0]
     assert images.shape == expected.shape == (sampler["frames"], sampler["height"], sampler["width"], 3)
     assert (images - expected).abs().max() < FRAME_TOLERANCE
     plain = headless.decode(headless.sample(conditions_of(headless, prompt[text_id]["inputs"]), settings), 4, "auto")
@@ -89,7 +89,7 @@ def test_video_to_video_workflow_matches_the_library(classes, headless, fixtures
     init = headless.encode_video(video)
     expected = headless.decode(headless.sample(conditions_of(headless, prompt[text_id]["inputs"]), settings,
                                                init=init), 4, "auto")
-    (images,) = outputs[decode_id]
+    images = outputs[decode_id][0]
     assert images.shape == (3, 64, 96, 3)  # the input's frames and size, not the sampler's widgets
     assert (images - expected).abs().max() < FRAME_TOLERANCE
 

@@ -89,7 +89,7 @@ def test_every_node_is_registered_with_a_display_name(pack, nodes):
 
 
 # ComfyUI's own link types the pack's nodes take or give (MODEL, CLIP, VAE: the native path).
-CORE_TYPES = ("LATENT", "IMAGE", "MODEL", "CLIP", "VAE")
+CORE_TYPES = ("LATENT", "IMAGE", "VIDEO", "MODEL", "CLIP", "VAE")
 
 
 def test_node_declarations_are_valid(nodes):
@@ -122,7 +122,8 @@ def test_node_declarations_are_valid(nodes):
             else:
                 assert kind in CORE_TYPES or kind.startswith("HOTSHOT_XL_"), (where, kind)
         signature = function_parameters(cls)
-        parameters = [p for p in signature.parameters.values() if p.name != "self"]
+        hidden = set(cls.INPUT_TYPES().get("hidden", {}))  # e.g. the prompt and workflow a save node stores
+        parameters = [p for p in signature.parameters.values() if p.name != "self" and p.name not in hidden]
         assert [p.name for p in parameters] == [spec[0] for spec in specs], name
         for parameter, (_, _, _, required) in zip(parameters, specs):
             has_default = parameter.default is not inspect.Parameter.empty
@@ -189,7 +190,10 @@ def test_option_lists_defaults_and_ranges_are_the_librarys_own(nodes):
         assert chunking["frames_per_chunk"][1]["default"] == settings.decode_chunk
         assert chunking["tiling"] == (list(choices.VAE_TILING), {**chunking["tiling"][1], "default": settings.vae_tiling})
     save = specs("HotshotXLSaveVideo")
-    assert save["format"][0] == [suffix[1:] for suffix in VIDEO_FORMATS if suffix != ".png"]
+    assert save["format"][0] == [suffix[1:] for suffix in VIDEO_FORMATS]  # png: a folder of PNG frames
+    from model.media.formats import PIXEL_FORMATS
+
+    assert set(save["pixel_format"][0]) == {name for names in PIXEL_FORMATS.values() for name in names}
     assert save["fps"][1]["default"] == DEFAULT_FPS
 
 
@@ -261,7 +265,7 @@ def test_node_chain_reproduces_the_original_implementation(nodes, tiny, golden):
                     case["video_length"], case["width"], case["height"])
     frames = case["video_length"]
     assert latent["samples"].shape == (frames, 4, case["height"] // 8, case["width"] // 8)
-    (images,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 4, "off")
+    images, _ = nodes["HotshotXLDecode"]().decode(tiny, latent, 4, "off")
     assert images.shape == expected.shape and images.dtype == torch.float32 and images.device.type == "cpu"
     assert (images - expected).abs().max() < GOLDEN_TOLERANCE
 
@@ -271,10 +275,10 @@ def test_node_chain_reproduces_the_original_implementation(nodes, tiny, golden):
     direct = (direct / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
     assert (direct - images[:2]).abs().max() < 1e-4
     # Frame chunking does not change the frames; 5-D latents (1, 4, frames, h, w) are accepted too.
-    (one_by_one,) = nodes["HotshotXLDecode"]().decode(tiny, latent, 1, "off")
+    one_by_one, _ = nodes["HotshotXLDecode"]().decode(tiny, latent, 1, "off")
     assert (one_by_one - images).abs().max() < 1e-5
     video = {"samples": latent["samples"].transpose(0, 1).unsqueeze(0)}
-    (from_5d,) = nodes["HotshotXLDecode"]().decode(tiny, video, 4, "auto")
+    from_5d, _ = nodes["HotshotXLDecode"]().decode(tiny, video, 4, "auto")
     assert torch.equal(from_5d, images)
 
 
@@ -356,20 +360,20 @@ def test_wrong_links_are_refused_with_the_input_named(pack, nodes, tiny):
 
 def test_interrupted_sampling_stops_between_steps(pack, nodes, tiny, monkeypatch, host_env):
     """A step callback that raises (as ComfyUI's progress bar does on Cancel) ends sampling at once."""
-    host = submodule(pack, "nodes.host")
+    preview = submodule(pack, "nodes.preview")
     calls = []
 
     class Interrupted(Exception):
         pass
 
-    def interrupting_callback(handle, steps):
+    def interrupting_hooks(model, settings, conditioning, controls):
         def callback(step, total, latents):
             calls.append((step, total))
             if step == 1:
                 raise Interrupted()
-        return callback
+        return None, callback
 
-    monkeypatch.setattr(host, "sampling_callback", interrupting_callback)
+    monkeypatch.setattr(preview, "sampling_hooks", interrupting_hooks)
     with pytest.raises(Interrupted):
         sample(nodes, tiny, encode(nodes, tiny), steps=30)
     assert calls == [(0, 30), (1, 30)]
@@ -477,7 +481,7 @@ def test_save_writes_numbered_videos_and_shows_them(pack, nodes, host_env, video
     user_file = host_env / "clips" / f"cat_00001_.{video_format}"
     user_file.parent.mkdir(parents=True)
     user_file.write_bytes(b"the user's own file")
-    result = save.save(images, "clips/cat", video_format, 8.0, 0)
+    result = save.save("clips/cat", video_format, 8.0, 0, images=images)
     assert result["result"] == ()
     (shown,) = result["ui"]["images"]
     assert shown == {"filename": f"cat_00002_.{video_format}", "subfolder": "clips", "type": "output"}
@@ -486,13 +490,13 @@ def test_save_writes_numbered_videos_and_shows_them(pack, nodes, host_env, video
     frames, fps = read_video(host_env / "clips" / shown["filename"])
     assert frames.shape == (3, 32, 48, 3) and fps == Fraction(8)
     assert (frames.float() / 255 - images).abs().mean() < 0.08
-    again = save.save(images, "clips/cat", video_format, 8.0, 0)
+    again = save.save("clips/cat", video_format, 8.0, 0, images=images)
     assert again["ui"]["images"][0]["filename"] == f"cat_00003_.{video_format}"
     assert sorted(p.name for p in user_file.parent.iterdir()) == [f"cat_0000{i}_.{video_format}" for i in (1, 2, 3)]
 
 
 def test_single_frame_webp_is_a_still(nodes, host_env):
-    result = nodes["HotshotXLSaveVideo"]().save(frames_clip(1), "still", "webp", 8.0, 0)
+    result = nodes["HotshotXLSaveVideo"]().save("still", "webp", 8.0, 0, images=frames_clip(1))
     assert "animated" not in result["ui"]
 
 
@@ -506,14 +510,14 @@ def test_single_frame_webp_is_a_still(nodes, host_env):
 def test_bad_save_inputs_name_the_input_and_write_nothing(pack, nodes, host_env, args, message):
     InputError = submodule(pack, "model.errors").InputError
     with pytest.raises(InputError, match=message):
-        nodes["HotshotXLSaveVideo"]().save(frames_clip(), *args)
+        nodes["HotshotXLSaveVideo"]().save(*args, images=frames_clip())
     assert not any(p.is_file() for p in host_env.parent.rglob("*") if "output" in p.parts or "outside" in p.name)
 
 
 def test_bad_images_are_refused(pack, nodes):
     InputError = submodule(pack, "model.errors").InputError
     with pytest.raises(InputError, match=r"^images: expected an IMAGE batch"):
-        nodes["HotshotXLSaveVideo"]().save(torch.zeros(2, 8, 8, 4), "x", "mp4", 8.0, 0)
+        nodes["HotshotXLSaveVideo"]().save("x", "mp4", 8.0, 0, images=torch.zeros(2, 8, 8, 4))
 
 
 def test_failed_encoding_leaves_no_partial_file(pack, nodes, host_env, monkeypatch):
@@ -530,5 +534,5 @@ def test_failed_encoding_leaves_no_partial_file(pack, nodes, host_env, monkeypat
 
     monkeypatch.setattr(video, "_encode", encode_then_fail)
     with pytest.raises(Interrupted):
-        nodes["HotshotXLSaveVideo"]().save(frames_clip(), "partial", "mp4", 8.0, 0)
+        nodes["HotshotXLSaveVideo"]().save("partial", "mp4", 8.0, 0, images=frames_clip())
     assert host_env.is_dir() and list(host_env.rglob("*")) == []

@@ -60,3 +60,8 @@ VIDEO_FORMATS = {
     # Lossless frames: the path is a folder ending in "/" or a file name with %d / %05d in it.
     ".png": VideoFormat("PNG frame sequence", "image2", ("png",), "rgb24"),
 }
+
+# Pixel formats a user may choose instead of a format's own (write_video's pixel_format), by
+# container: 4:4:4 keeps full colour resolution (sharper red/blue edges, larger files; some
+# players and browsers cannot play 4:4:4 H.264).
+PIXEL_FORMATS = {"mp4": ("yuv420p", "yuv444p"), "webm": ("yuv420p", "yuv444p")}

@@ -19,8 +19,10 @@ import av
 import numpy as np
 import torch
 
+from . import metadata as video_metadata  # `metadata` names write_video's argument
 from ..errors import InputError
-from .formats import DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
+from .audio import add_audio_stream, check_audio, encode_audio
+from .formats import DEFAULT_FPS, PIXEL_FORMATS, VIDEO_FORMATS, VideoFormat
 
 SEQUENCE_FILE_NAME = "frame_{:05d}.png"  # frame files written into a folder target
 _FRAME_NUMBER = re.compile(r"%(0\d+)?d")  # printf patterns we accept: %d, %05d
@@ -28,37 +30,51 @@ _MAX_LOOP = 65535  # GIF stores the loop count in 16 bits
 
 
 def write_video(frames, path, fps=DEFAULT_FPS, loop: int = 0, overwrite: bool = False,
-                quality: float | None = None) -> list[Path]:
+                quality: float | None = None, metadata: dict[str, str] | None = None, audio=None,
+                pixel_format: str | None = None) -> list[Path]:
     """Write `frames` ((frames, height, width, 3), float 0..1 or uint8) to `path`; return the files written.
 
     The kind follows the path: .mp4, .webm, .gif, .webp, or a PNG sequence for a folder ("out/", or an
     existing folder) or a file pattern ("out/frame_%05d.png"; numbering starts at 0). `loop` is the loop
     count stored in GIF and WebP files (0 = forever). `quality` 0..100 (higher is better) applies to
     mp4, webm and webp; GIF and PNG ignore it. An existing file is only replaced with `overwrite=True`.
+    `metadata` ({key: text}) is stored where ComfyUI keeps a prompt and workflow (see metadata.py);
+    `audio` (audio.Audio) is muxed into mp4 and webm files; `pixel_format` (PIXEL_FORMATS)
+    replaces the format's own for mp4 and webm.
     """
     pixels = to_uint8_frames(frames)
-    plan = _plan(path, len(pixels), fps, loop, overwrite, quality)
+    tags = video_metadata.check_tags(metadata)
+    plan = _plan(path, len(pixels), fps, loop, overwrite, quality, pixel_format)
     if plan.fmt is None:
-        _write_png_sequence(pixels, plan.files, plan.rate)
+        check_audio(audio, "image2", path)
+        _write_png_sequence(pixels, plan.files, plan.rate, tags)
         return plan.files
-    if plan.fmt.even_size:
+    audio = check_audio(audio, plan.fmt.container, path)
+    pix_fmt = pixel_format or plan.fmt.pix_fmt
+    if pix_fmt == "yuv420p" and plan.fmt.even_size:
         pixels = pad_to_even(pixels)
     options = _encoder_options(plan.fmt, plan.encoder, quality)
     container_options = {"loop": str(loop)} if plan.fmt.stores_loop else {}
+    container_options.update(video_metadata.container_options(plan.fmt.container, tags))
     target = plan.files[0]
-    _write_then_rename(target, lambda temporary: _encode(
-        pixels, temporary, plan.fmt, plan.encoder, plan.rate, options, container_options))
+
+    def write(temporary: Path) -> None:
+        _encode(pixels, temporary, plan.fmt, plan.encoder, plan.rate, options, container_options,
+                tags=tags, audio=audio, pix_fmt=pix_fmt)
+        video_metadata.embed(temporary, plan.fmt.container, tags)
+
+    _write_then_rename(target, write)
     return [target]
 
 
 def check_output(path, count: int, fps=DEFAULT_FPS, loop: int = 0, overwrite: bool = False,
-                 quality: float | None = None) -> list[Path]:
+                 quality: float | None = None, pixel_format: str | None = None) -> list[Path]:
     """Raise what `write_video` would refuse for `count` frames, before any frame exists.
 
     The CLI and the save node call it first, so a bad path fails before minutes of sampling.
     Returns the files that would be written.
     """
-    return _plan(path, count, fps, loop, overwrite, quality).files
+    return _plan(path, count, fps, loop, overwrite, quality, pixel_format).files
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,7 @@ class _Plan:
     encoder: str | None = None
 
 
-def _plan(path, count: int, fps, loop, overwrite: bool, quality) -> _Plan:
+def _plan(path, count: int, fps, loop, overwrite: bool, quality, pixel_format=None) -> _Plan:
     if count < 1:
         raise InputError("frames", "no frames to write")
     rate = _frame_rate(fps)
@@ -77,10 +93,12 @@ def _plan(path, count: int, fps, loop, overwrite: bool, quality) -> _Plan:
     _check_quality(quality)
     files = sequence_files(path, count)
     if files is not None:
+        _check_pixel_format(None, pixel_format)
         _check_targets(files, overwrite, folder_may_be_created=_is_folder_path(path))
         return _Plan(files, rate)
     target, fmt = Path(path), video_format(path)
     check_fps(fmt, rate, fps)
+    _check_pixel_format(fmt, pixel_format)
     _check_targets([target], overwrite, folder_may_be_created=False)
     return _Plan([target], rate, fmt, _pick_encoder(fmt, target))
 
@@ -195,6 +213,16 @@ def _check_loop(loop) -> None:
         raise InputError("loop", f"expected a whole number from 0 (forever) to {_MAX_LOOP}, got {loop!r}")
 
 
+def _check_pixel_format(fmt: VideoFormat | None, pixel_format) -> None:
+    if pixel_format is None:
+        return
+    allowed = PIXEL_FORMATS.get(fmt.container, ()) if fmt else ()
+    if pixel_format not in allowed:
+        what = fmt.description if fmt else "PNG frames"
+        choice = f"choose one of {', '.join(allowed)}" if allowed else "it has a fixed pixel format"
+        raise InputError("pixel_format", f"{pixel_format!r} is not available for {what}: {choice}")
+
+
 def _check_quality(quality) -> None:
     if quality is None:
         return
@@ -258,7 +286,7 @@ def _write_then_rename(target: Path, write) -> None:
         raise
 
 
-def _write_png_sequence(pixels: np.ndarray, files: list[Path], rate: Fraction) -> None:
+def _write_png_sequence(pixels: np.ndarray, files: list[Path], rate: Fraction, tags=None) -> None:
     """Encode every frame into a staging folder, then move the files into place: a failure leaves
     none of the new frames (and removes the target folder if it was created here)."""
     folder = files[0].parent
@@ -269,6 +297,7 @@ def _write_png_sequence(pixels: np.ndarray, files: list[Path], rate: Fraction) -
         staging = Path(tempfile.mkdtemp(prefix=".frames-", suffix=".part", dir=folder))
         _encode(pixels, staging / "%d.png", VIDEO_FORMATS[".png"], "png", rate, {}, {"start_number": "0"})
         for index, file in enumerate(files):
+            video_metadata.embed(staging / f"{index}.png", "image2", tags)
             os.replace(staging / f"{index}.png", file)
             moved.append(file)
         staging.rmdir()
@@ -283,17 +312,23 @@ def _write_png_sequence(pixels: np.ndarray, files: list[Path], rate: Fraction) -
 
 
 def _encode(pixels: np.ndarray, path: Path, fmt: VideoFormat, encoder: str, rate: Fraction,
-            options: dict[str, str], container_options: dict[str, str]) -> None:
+            options: dict[str, str], container_options: dict[str, str], tags=None, audio=None,
+            pix_fmt: str | None = None) -> None:
     _, height, width, _ = pixels.shape
     frames = _rgb_frames(pixels, rate)
     if fmt.pix_fmt == "pal8":
         frames = _paletted_frames(frames, width, height, rate)
     with av.open(str(path), "w", format=fmt.container, options=container_options) as container:
+        if fmt.container in video_metadata.CONTAINER_TAGGED:
+            video_metadata.set_container_tags(container, tags)  # before the header is written
         stream = container.add_stream(encoder, rate=rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, fmt.pix_fmt
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt or fmt.pix_fmt
+        sound = add_audio_stream(container, fmt.container, audio) if audio is not None else None
         for frame in frames:
             container.mux(stream.encode(frame))  # PyAV converts rgb24 to the stream's pix_fmt
         container.mux(stream.encode(None))  # flush frames the encoder still holds
+        if sound is not None:
+            encode_audio(container, sound, audio, len(pixels), rate)
 
 
 def _rgb_frames(pixels: np.ndarray, rate: Fraction):
