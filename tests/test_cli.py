@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from model.sample import run
 from model.media.video import read_video
+from tests.goldens import PNG_TOLERANCE, assert_close_to_golden
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,8 +38,8 @@ def test_cli_png_frames_match_golden(tiny_model_dir, fixtures_dir, tmp_path, cap
     frames = sorted(out.glob("frame_*.png"))
     assert len(frames) == case["video_length"]
     pixels = np.stack([read_video(f)[0][0].numpy() for f in frames]).astype(np.float32) / 255
-    expected = load_file(fixtures_dir / "pipeline_golden.safetensors")[case["name"]].numpy()
-    assert np.abs(pixels - expected).max() <= 2 / 255 + 1e-6
+    golden = load_file(fixtures_dir / "pipeline_golden.safetensors")
+    assert_close_to_golden(pixels, golden[case["name"]], PNG_TOLERANCE, 1e-6, golden.values())
 
 
 @pytest.mark.parametrize("name, fps", [("clip.mp4", 8), ("clip.webm", 12), ("clip.gif", 8), ("clip.webp", 10)])
