@@ -248,6 +248,9 @@ class HotshotXLPipeline:
         """
         settings = Settings(**settings)
         settings.check()
+        from .budget import check_pipeline
+
+        check_pipeline(self, settings, init_frames is not None)  # refuses what cannot fit; warns when long
         init = None
         if controls:
             from .controlnet.apply import check_controls

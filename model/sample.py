@@ -276,6 +276,12 @@ def run(argv=None) -> int:
             with _errors_named_by_flag(FLAG_OF):
                 check_output(args.out, settings.frames, args.fps, args.loop, args.overwrite)
         loras = read_chosen(loras_from_args(args))  # small files: every one is checked before the model loads
+        from .budget import check_before_loading
+
+        with _errors_named_by_flag(FLAG_OF):  # a run that cannot fit is refused here; a very long one warned
+            check_before_loading(settings, model=args.model, sdxl=args.sdxl, configs=args.configs, dtype=args.dtype,
+                                 device=args.device, offload=args.offload, init_video=init_frames is not None,
+                                 warn=lambda text: print(_in_flag_terms(text, FLAG_OF), file=sys.stderr))
         if small:
             print(f"tiny-random: {' '.join(small)} (an install check; give them to choose)", file=sys.stderr)
         from .denoising.context import ContextOptions, context_for
