@@ -127,10 +127,25 @@ def test_seed_changes_the_video(pipe):
 
 @pytest.mark.parametrize("field, value", [("width", 65), ("height", 0), ("frames", 0), ("steps", -1),
                                           ("scheduler", "heun"), ("guidance", -1.0),
-                                          ("original_size", (1920,)), ("decode_chunk", 0)])
+                                          ("original_size", (1920,)), ("decode_chunk", 0), ("steps", True),
+                                          ("width", True), ("guidance", 1e30), ("original_size", (True, 1080))])
 def test_bad_settings_name_the_setting(pipe, field, value):
     with pytest.raises(InputError, match=rf"^{field}: "):
         pipe("a cat", **{field: value})
+
+
+@pytest.mark.parametrize("prompt, negative, name, problem", [
+    (None, "blurry", "prompt", "must be a string, got NoneType None"),
+    (123, "blurry", "prompt", "must be a string, got int 123"),
+    (["a", "b"], "blurry", "prompt", "one prompt per call, got a list of 2"),
+    ("a cat", 5, "negative_prompt", "must be a string, got int 5"),
+])
+def test_a_prompt_that_is_not_one_string_is_named(pipe, monkeypatch, prompt, negative, name, problem):
+    monkeypatch.setattr(pipe.text, "encode_pair", lambda *a: pytest.fail("encoded a bad prompt"))
+    with pytest.raises(InputError, match=rf"^{name}: {problem}"):
+        pipe(prompt, negative, width=64, height=64, frames=2, steps=1)
+    with pytest.raises(InputError, match=rf"^{name}: "):
+        pipe.encode(prompt, negative)
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
