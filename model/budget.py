@@ -177,8 +177,8 @@ def check_budget(estimate: Estimate, device, causes: dict[str, object], steps: i
     said = " ".join(f"`{name}={value}`" for name, value in causes.items())
     if estimate.peak > memory:
         raise InputError(next(iter(causes)), f"{said} needs {estimate.describe()}, more than the "
-                         f"{_gb(memory)} the {device.type} has; ask for fewer frames or pixels (memory "
-                         "estimated before loading)")
+                         f"{_gb(memory)} the {device.type} has; ask for fewer frames or pixels (estimated before "
+                         "any sampling)")
     if device.type == "cpu":
         seconds = estimate.flops / (cpu_flops_per_second() * CONV_EFFICIENCY)
         if seconds > LONG_SECONDS:
