@@ -103,3 +103,7 @@ def test_installed_package_runs_its_console_script_and_readme_example(tmp_path):
     written = sorted(p.name for p in elsewhere.iterdir())
     assert written == ["check.mp4", "corgi.mp4"], written
     assert "sampling: 100%" in run.stderr  # the examples ask for progress
+    # Run again, the first example stops at its check_output line: before loading or sampling anything.
+    again = subprocess.run([python, "-c", gpu], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode != 0 and "corgi.mp4: already exists" in again.stderr, again.stderr[-3000:]
+    assert "sampling" not in again.stderr
