@@ -62,8 +62,8 @@ def _unet_profile(config) -> tuple:
     blocks), plus the parameter count of every Linear/Conv2d (what fp8 stores in one byte)."""
     import torch
 
-    from .attention import Attention
-    from .unet import HotshotXLUNet
+    from .network.attention import Attention
+    from .network.unet import HotshotXLUNet
 
     with torch.device("meta"):
         unet = HotshotXLUNet(config)
@@ -193,8 +193,8 @@ def check_settings(config, settings, dtype, device, *, fp8: bool = False, weight
     """`check_budget` for a pipeline `Settings` (already checked) on a UNet of `config`; returns the estimate."""
     import torch
 
-    from .context import context_for
-    from .decode import wants_tiling
+    from .denoising.context import context_for
+    from .media.decode import wants_tiling
 
     context = context_for(settings.frames, settings.context, config.temporal_max_frames)
     estimate = estimate_run(
@@ -219,7 +219,7 @@ def sources_profile(model=None, sdxl=None, configs=None) -> tuple:
     from pathlib import Path
 
     from .choices import TINY_RANDOM
-    from .config import UNetConfig
+    from .network.config import UNetConfig
 
     if str(model) == TINY_RANDOM:
         from .tiny import TINY_UNET, TINY_VAE
@@ -249,7 +249,7 @@ def check_before_loading(settings, *, model=None, sdxl=None, configs=None, dtype
     import torch
 
     from .choices import TINY_RANDOM
-    from .precision import resolve_device, resolve_precision
+    from .memory.precision import resolve_device, resolve_precision
 
     device = resolve_device(device)
     if str(model) == TINY_RANDOM and dtype in (None, "auto"):

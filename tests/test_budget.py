@@ -29,7 +29,7 @@ def test_per_frame_state_is_proportional_and_100000_frames_at_64x64_bounded():
 
 
 def test_windows_blend_in_memory_linear_in_the_frames():
-    from model.context import ContextOptions, blend_weights, context_windows
+    from model.denoising.context import ContextOptions, blend_weights, context_windows
 
     windows = context_windows(100_000, ContextOptions(), torch.tensor(999))
     shares = blend_weights(100_000, windows, "pyramid")

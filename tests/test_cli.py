@@ -445,13 +445,13 @@ def test_an_existing_folder_without_slash_gets_png_frames(tmp_path):
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     import errno
 
-    import model.video
+    import model.media.video
 
     def full(pixels, path, *args):
         Path(path).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(model.video, "_encode", full)
+    monkeypatch.setattr(model.media.video, "_encode", full)
     out = tmp_path / "clip.mp4"
     assert run(_tiny_flags(out)) == 2
     err = capsys.readouterr().err
@@ -462,7 +462,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatc
 SLOW_WRITE = """
 import sys, time
 from pathlib import Path
-import model.video
+import model.media.video
 from model.sample import run
 
 def slow(pixels, path, *args):
@@ -470,7 +470,7 @@ def slow(pixels, path, *args):
     print("writing", flush=True)
     time.sleep(60)
 
-model.video._encode = slow
+model.media.video._encode = slow
 sys.exit(run(sys.argv[1:]))
 """
 
