@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .choices import (ASPECT_BUCKETS, GUIDANCE_MAX, SEED_MAX, SETTINGS_DEFAULTS,  # noqa: F401 (ASPECT_BUCKETS re-exported)
-                      TINY_RANDOM)
+from .choices import ASPECT_BUCKETS  # noqa: F401 (re-exported)
+from .choices import GUIDANCE_MAX, SEED_MAX, SETTINGS_DEFAULTS, TINY_RANDOM
 from .denoising.context import NOISE_TYPES, ContextOptions, context_for, freenoise, windowed_predictor
 from .files.components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
 from .media.decode import VAE_TILING, decode_latents
