@@ -25,7 +25,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--original", required=True, help="the original Hotshot-XL checkout")
     parser.add_argument("--config", default="mid")
     parser.add_argument("--frames", type=int, default=8)

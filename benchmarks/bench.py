@@ -298,7 +298,7 @@ def pipeline_table(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["unet", "pipeline", "worker-unet", "worker-pipeline"])
     parser.add_argument("--config", choices=["tiny", "mid", "full"], default="mid")
     parser.add_argument("--frames", type=int, default=8)

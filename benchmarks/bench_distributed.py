@@ -117,7 +117,7 @@ def launch(args, ranks: int, work: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--config", default="tiny", choices=["tiny", "mid", "full"])
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "fp8"])

@@ -109,7 +109,7 @@ def measure(folder: Path, dtype: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["tiny", "mid", "full"], default="full")
     parser.add_argument("--file-dtype", choices=["fp16", "fp32"], default="fp16")
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")

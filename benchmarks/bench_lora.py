@@ -185,7 +185,7 @@ def apply_table(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=["step", "apply"])
     parser.add_argument("--config", choices=["tiny", "mid", "full"])
     parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "fp8"])

@@ -75,7 +75,7 @@ def write_folder(pack, config: dict, dtype, folder: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny", choices=("tiny", "mid", "full"))
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)

@@ -124,7 +124,7 @@ def caption_table(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     unet = sub.add_parser("unet")
     unet.add_argument("--config", choices=["tiny", "mid", "full"], default="mid")

@@ -5,6 +5,7 @@ Public surface, shared by the CLI, the ComfyUI nodes and the tests:
     load_pipeline(model, ...)   -> HotshotXLPipeline, a callable giving (frames, height, width, 3) in 0..1
     load_unet(path, dtype=...)  -> HotshotXLUNet
     write_video(frames, path, fps=8, ...)
+    check_output(path, frames, ...)  -> what write_video would refuse, raised before any frame exists
 
 Names are imported on first use, so `import model` (or the ComfyUI pack importing it) stays cheap
 and never pulls in torch, diffusers or transformers by itself.
@@ -21,6 +22,7 @@ _LAZY = {
     "SchedulerOptions": ".denoising.schedulers",
     "Settings": ".pipeline",
     "UNetConfig": ".network.config",
+    "check_output": ".media.video",
     "load_pipeline": ".pipeline",
     "load_unet": ".files.loading",
     "read_video": ".media.video",

@@ -35,6 +35,7 @@ SETTINGS_DEFAULTS = {"width": 672, "height": 384, "frames": 8, "steps": 30, "gui
 DEFAULT_PROMPT = "a bulldog in the captains chair of a spaceship, hd, high quality"
 DEFAULT_NEGATIVE_PROMPT = "blurry"
 
+GUIDANCE_MAX = 100.0  # ComfyUI's cfg widget range; far past 20 the frames saturate, past it fp16 overflows
 SEED_MAX = 2**64 - 1  # torch.Generator takes 64-bit seeds (ComfyUI's seed widget has the same range)
 
 # `--model tiny-random` is an install check: unless the user asks for more, it makes a small video

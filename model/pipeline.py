@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .choices import ASPECT_BUCKETS, SEED_MAX, SETTINGS_DEFAULTS, TINY_RANDOM  # noqa: F401 (ASPECT_BUCKETS re-exported)
+from .choices import ASPECT_BUCKETS  # noqa: F401 (re-exported)
+from .choices import GUIDANCE_MAX, SEED_MAX, SETTINGS_DEFAULTS, TINY_RANDOM
 from .denoising.context import NOISE_TYPES, ContextOptions, context_for, freenoise, windowed_predictor
 from .files.components import (force_zeros_for_empty_prompt, load_text_encoders, load_vae, scheduler_config)
 from .media.decode import VAE_TILING, decode_latents
@@ -65,21 +66,24 @@ class Settings:
                 raise InputError(field.name, f"must be a finite number, got {value!r}")
         for name in ("width", "height"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 8 or value % 8:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
                 raise InputError(name, f"must be a positive multiple of 8, got {value!r}")
         for name in ("frames", "steps", "decode_chunk"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # True is not 1 step
                 raise InputError(name, f"must be a positive whole number, got {value!r}")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, numbers.Real) or not self.guidance >= 0:
             raise InputError("guidance", f"must be zero or more, got {self.guidance!r}")
+        if self.guidance > GUIDANCE_MAX:  # 1e30 overflows to inf in the guided prediction: NaN frames
+            raise InputError("guidance", f"must be at most {GUIDANCE_MAX:g} (ComfyUI's cfg range; 5 is the release's), "
+                             f"got {self.guidance!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or \
                 not 0 <= self.seed <= SEED_MAX:
             raise InputError("seed", f"must be a whole number from 0 to 2**64-1 ({SEED_MAX}), got {self.seed!r}")
         scheduler_options(self.scheduler)
         for name in ("original_size", "target_size"):
             size = getattr(self, name)
-            if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
                 raise InputError(name, f"must be two positive whole numbers (width, height), got {size!r}")
         if self.context is not None and not isinstance(self.context, ContextOptions):
             raise InputError("context", f"must be ContextOptions(...) or None, got {self.context!r}")
@@ -90,6 +94,17 @@ class Settings:
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
                 or not 0 <= self.strength <= 1:
             raise InputError("strength", f"must be a number from 0 to 1, got {self.strength!r}")
+
+
+def check_prompts(prompt, negative_prompt=None) -> None:
+    """InputError naming `prompt` or `negative_prompt` unless each is one string (the negative may be None)."""
+    for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if value is None and name == "negative_prompt" or isinstance(value, str):
+            continue
+        if isinstance(value, (list, tuple)):
+            raise InputError(name, f"one prompt per call, got a {type(value).__name__} of {len(value)}; call once "
+                             "per prompt (the CLI's --prompts renders a file of them)")
+        raise InputError(name, f"must be a string, got {type(value).__name__} {value!r}")
 
 
 def check_speed_options(offload: str = "none", compile: bool = False) -> None:
@@ -184,6 +199,7 @@ class HotshotXLPipeline:
 
     def encode(self, prompt: str, negative_prompt: str | None = "",
                original_size=(1920, 1080), target_size=(512, 512)) -> Conditions:
+        check_prompts(prompt, negative_prompt)
         with self._running(self.text.text_encoder, self.text.text_encoder_2):
             positive, negative = self.text.encode_pair(prompt, negative_prompt)
         return Conditions(positive, negative, micro_conditioning(original_size, target_size))
@@ -246,8 +262,12 @@ class HotshotXLPipeline:
         strength), see video2video/. `progress=True` shows bars on stderr for sampling and decoding;
         `callback(step, steps, latents)` is called after each step (and may raise to stop).
         """
+        check_prompts(prompt, negative_prompt)
         settings = Settings(**settings)
         settings.check()
+        from .budget import check_pipeline
+
+        check_pipeline(self, settings, init_frames is not None)  # refuses what cannot fit; warns when long
         init = None
         if controls:
             from .controlnet.apply import check_controls
@@ -366,7 +386,17 @@ SDXL_KINDS = ("sdxl", "sdxl_single_file")
 
 def check_sources(model=None, temporal_layers=None, sdxl=None, tokenizer=None, configs=None) -> None:
     """load_pipeline's checks of its sources that read no file (the CLI runs them first): the
-    tiny model takes no files, so any given with it would be silently ignored. InputError names the argument."""
+    tiny model takes no files, so any given with it would be silently ignored; `model` takes a folder,
+    so a single checkpoint file given as `model` is pointed at `sdxl`. InputError names the argument."""
+    if model is not None and not str(model).strip():  # Path("") is the current folder
+        raise InputError("model", "is empty; expected a Hotshot-XL model folder (or tiny-random)")
+    if model is not None and str(model) != TINY_RANDOM and Path(model).expanduser().is_file():
+        raise InputError("model", f"{model} is a single file; `model` takes a Hotshot-XL model folder (with unet/, "
+                         "vae/, text_encoder/, ...). For an SDXL checkpoint file give it as `sdxl` together with "
+                         "the release's hsxl_temporal_layers.safetensors as `temporal_layers`")
+    if model is not None and str(model) != TINY_RANDOM and not Path(model).expanduser().is_dir():
+        raise ModelFileError(Path(model).expanduser(), "expected a Hotshot-XL model folder (with unet/, vae/, "
+                             "text_encoder/, ...)")
     if str(model) != TINY_RANDOM:
         return
     given = {"temporal_layers": temporal_layers, "sdxl": sdxl, "tokenizer": tokenizer, "configs": configs}
@@ -374,6 +404,13 @@ def check_sources(model=None, temporal_layers=None, sdxl=None, tokenizer=None, c
         if value is not None:
             raise InputError(name, f"cannot be used with `model=tiny-random`: that model is built in memory "
                              "from random weights and reads no files")
+
+
+def check_file_roles(model=None, temporal_layers=None, sdxl=None) -> None:
+    """load_pipeline's header-only checks (the CLI runs them before its estimate): each weights file
+    exists and is given in its role."""
+    paths = [p for p in (model, sdxl, temporal_layers) if p is not None and str(p) != TINY_RANDOM]
+    _check_roles({path: classify(path).kind for path in paths}, temporal_layers, sdxl)
 
 
 def _check_roles(kinds: dict, temporal_layers, sdxl) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -45,7 +47,8 @@ FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "step
            "zero_terminal_snr": "--zero-terminal-snr",
            "model": "--model", "temporal_layers": "--temporal-layers", "sdxl": "--sdxl", "tokenizer": "--tokenizer",
            "configs": "--configs", "dtype": "--dtype", "device": "--device",
-           "fps": "--fps", "loop": "--loop", "overwrite": "--overwrite", "frames_per_chunk": "--decode-chunk"}
+           "fps": "--fps", "loop": "--loop", "overwrite": "--overwrite", "frames_per_chunk": "--decode-chunk",
+           "path": "--out"}
 # ContextOptions fields and their flags (apart: their `loop` is not write_video's); a flag left
 # unset keeps the field's default.
 CONTEXT_FLAGS = {"length": "--context-length", "overlap": "--context-overlap", "stride": "--context-stride",
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = TINY_RANDOM_DEFAULTS
     parser = argparse.ArgumentParser(
         prog=PROG, description="Hotshot-XL text-to-video.", formatter_class=_HelpFormatter,
+        allow_abbrev=False,  # --fram 3 is an error, not --frames 3
         epilog=f"--model {TINY_RANDOM} checks the install without weights: unless given, --width {tiny['width']} "
         f"--height {tiny['height']} --steps {tiny['steps']} (the video is noise).")
     source = parser.add_argument_group("model")
@@ -163,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="output file: " + ", ".join(
-        e for e in VIDEO_FORMATS if e != ".png") + ", or PNG frames: a folder ending in / or a name with %%05d")
+        e for e in VIDEO_FORMATS if e != ".png") + ", or PNG frames (frame_00000.png, ...): a folder ending in /, an "
+        "existing folder, or a name with %%05d")
     out.add_argument("--fps", type=float, default=DEFAULT_FPS,
                      help=f"frames per second (trained at 8); {_fps_limits()} (GIF times frames in 1/100 s, WebM and "
                      "WebP in ms)")
@@ -250,7 +255,45 @@ def _small_for_tiny_random(args, given: set[str]) -> list[str]:
     return [f"{FLAG_OF[name]} {TINY_RANDOM_DEFAULTS[name]}" for name in chosen]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds as Ctrl-C does: partial outputs removed."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(interruption: KeyboardInterrupt) -> int:
+    """The one line an interruption prints (what was written, if a batch wrote some), and the exit code."""
+    written = getattr(interruption, "written", [])  # set by a --prompts batch: see distributed/batch.py
+    done = f"wrote {', '.join(written)}; the other lines are not written (run again to continue)" if written \
+        else "nothing written"
+    terminated = isinstance(interruption, Terminated)
+    print(f"{'terminated' if terminated else 'interrupted'}: {done}", file=sys.stderr)
+    return 128 + signal.SIGTERM if terminated else 130
+
+
 def run(argv=None) -> int:
+    with _sigterm_as_interrupt():
+        try:
+            return _run(argv)
+        except KeyboardInterrupt as interruption:  # also what happens before _run's own handler is reached
+            return _interrupted(interruption)
+
+
+def _run(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     small = _small_for_tiny_random(args, _given(parser, argv))
@@ -260,12 +303,13 @@ def run(argv=None) -> int:
             print(WHERE_TO_GET_WEIGHTS, file=sys.stderr)
             return 2
         # Every check before anything heavy: torch and the model code load here, the weights much later.
-        from .pipeline import check_sources, check_speed_options
+        from .pipeline import check_file_roles, check_sources, check_speed_options
         from .memory.precision import resolve_device
         from .media.video import check_output
 
         with _errors_named_by_flag(FLAG_OF):
             check_sources(args.model, args.temporal_layers, args.sdxl, args.tokenizer, args.configs)
+            check_file_roles(args.model, args.temporal_layers, args.sdxl)  # headers only
         settings = _settings(args)
         settings, init_frames = init_from_args(args, argv, settings)
         control_groups = check_controlnet_args(args, settings.width, settings.height, settings.frames)
@@ -284,6 +328,12 @@ def run(argv=None) -> int:
 
                 hashes = start_hashing(value for name, value in vars(args).items() if name != "out")
         loras = read_chosen(loras_from_args(args))  # small files: every one is checked before the model loads
+        from .budget import check_before_loading
+
+        with _errors_named_by_flag(FLAG_OF):  # a run that cannot fit is refused here; a very long one warned
+            check_before_loading(settings, model=args.model, sdxl=args.sdxl, configs=args.configs, dtype=args.dtype,
+                                 device=args.device, offload=args.offload, init_video=init_frames is not None,
+                                 warn=lambda text: print(_in_flag_terms(text, FLAG_OF), file=sys.stderr))
         if small:
             print(f"tiny-random: {' '.join(small)} (an install check; give them to choose)", file=sys.stderr)
         from .denoising.context import ContextOptions, context_for
@@ -339,9 +389,8 @@ def run(argv=None) -> int:
     except HotshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interruption:
+        return _interrupted(interruption)
     seconds = time.perf_counter() - started
     where = files[0] if len(files) == 1 else f"{files[0].parent}/ ({len(files)} PNG files)"
     print(f"wrote {where}: {frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, "

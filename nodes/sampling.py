@@ -101,7 +101,7 @@ class HotshotXLSampler:
                                  "tooltip": "The random seed of the initial noise (drawn on the CPU, so a seed gives "
                                             "the same video on any device)."}),
                 "steps": ("INT", {"default": SETTING["steps"], "min": 1, "max": 1000, "tooltip": "Number of denoising steps."}),
-                "cfg": ("FLOAT", {"default": SETTING["guidance"], "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                "cfg": ("FLOAT", {"default": SETTING["guidance"], "min": 0.0, "max": choices.GUIDANCE_MAX, "step": 0.1, "round": 0.01,
                                   "tooltip": "Classifier-free guidance scale: how strongly the video follows the "
                                              "prompt against the negative prompt. 1 or less switches guidance off "
                                              "(twice as fast)."}),

@@ -1,4 +1,8 @@
-"""The reference calls of pipeline_golden.json and cond_golden.json as pipeline settings."""
+"""The reference calls of pipeline_golden.json and cond_golden.json as pipeline settings, and the allclose-style
+comparison every golden test uses."""
+
+# 8-bit PNG frames read back: two steps of rounding, relative to the frames' largest value (1).
+PNG_TOLERANCE = 2 / 255
 
 
 def settings_of(case: dict, **changes) -> dict:
@@ -36,18 +40,39 @@ def control_flags_of(case: dict, fixtures_dir, frames) -> list[str]:
             "--control-end", str(case["control_guidance_end"])]
 
 
-def golden_mismatches(actual: dict, reference: dict, rtol: float, floor: float) -> list[str]:
-    """Names in `reference` whose tensor in `actual` is not close to it, allclose-style.
+def golden_bound(expected, rtol: float, floor: float, scale: float) -> float:
+    """How far a result may be from the golden tensor `expected`, allclose-style: `rtol` of the golden's
+    largest magnitude plus an absolute floor of `floor` times `scale`, the largest magnitude in the golden's
+    whole set. The floor is what lets values that are zero in exact arithmetic (a bias whose gradient a
+    following GroupNorm removes) pass: on both sides they are float noise, whose size depends on the CPU's
+    kernels, not on the model."""
+    return rtol * float(abs(expected).max()) + floor * scale
 
-    Each entry may differ by `rtol` times its own largest magnitude plus an absolute floor of `floor`
-    times the largest magnitude in the whole set. The floor is what lets values that are zero in exact
-    arithmetic (a bias whose gradient a following GroupNorm removes) pass: on both sides they are float
-    noise, whose size depends on the CPU's kernels, not on the model.
-    """
-    scale = max(float(t.abs().max()) for t in reference.values())
+
+def set_scale(tensors) -> float:
+    """The largest magnitude in a golden set (every tensor of one golden file, or the ones compared)."""
+    return max(float(abs(t).max()) for t in tensors)
+
+
+def golden_mismatches(actual: dict, reference: dict, rtol: float, floor: float) -> list[str]:
+    """Names in `reference` whose tensor in `actual` is not within `golden_bound` of it (the set: `reference`)."""
+    scale = set_scale(reference.values())
     failed = []
     for name, expected in reference.items():
-        bound = rtol * float(expected.abs().max()) + floor * scale
+        bound = golden_bound(expected, rtol, floor, scale)
         if not float((actual[name].to(expected.dtype) - expected).abs().max()) <= bound:  # NaN fails too
             failed.append(name)
     return failed
+
+
+def assert_close_to_golden(actual, expected, rtol: float, floor: float, whole_set=None):
+    """`actual` (a tensor or array) has `expected`'s shape and lies within `golden_bound` of it; the floor's
+    scale is the largest magnitude in `whole_set` (the golden file's tensors), `expected`'s own if not given."""
+    import numpy as np
+
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape}, golden {expected.shape}"
+    scale = set_scale([expected] if whole_set is None else [np.asarray(t, dtype=np.float64) for t in whole_set])
+    bound = golden_bound(expected, rtol, floor, scale)
+    error = float(np.abs(actual - expected).max())
+    assert error <= bound, f"off the golden by {error:.3g}, more than {bound:.3g}"  # NaN fails too

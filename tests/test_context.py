@@ -68,8 +68,11 @@ def test_windows_cover_every_frame_and_weights_sum_to_one(stride, loop):
                     assert not wraps, f"{case}: the last and first frames share a window"
 
                 for weighting in ("pyramid", "flat"):
-                    weights = blend_weights(frames, windows, weighting)
-                    assert weights.shape == (len(windows), frames)
+                    shares = blend_weights(frames, windows, weighting)
+                    assert shares.shape == (len(windows), len(windows[0]))
+                    weights = torch.zeros(len(windows), frames)  # as a dense table, for the checks
+                    for row, window, share in zip(weights, windows, shares):
+                        row[list(window)] = share
                     assert torch.allclose(weights.sum(dim=0), torch.ones(frames), atol=1e-6), case
                     held = torch.zeros(len(windows), frames, dtype=torch.bool)
                     for row, window in zip(held, windows):
@@ -82,8 +85,9 @@ def test_window_weights():
     assert window_weights(5, "pyramid").tolist() == [1, 2, 3, 2, 1]
     assert window_weights(4, "flat").tolist() == [1, 1, 1, 1]
     # A frame near a window's middle counts more than one at its edge.
-    frames_4_to_7 = blend_weights(12, [tuple(range(8)), tuple(range(4, 12))], "pyramid")[:, 4:8]
-    assert frames_4_to_7[0].tolist() == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    shares = blend_weights(12, [tuple(range(8)), tuple(range(4, 12))], "pyramid")
+    assert shares[0, 4:8].tolist() == pytest.approx([0.8, 0.6, 0.4, 0.2])  # frames 4 to 7 in the first window
+    assert shares[1, 0:4].tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8])  # ... and in the second
 
 
 def test_uniform_schedule_moves_window_borders_static_keeps_them():

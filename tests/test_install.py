@@ -24,6 +24,21 @@ def readme_python_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
+def readme_import_lines() -> list[str]:
+    """Every import statement of every ```python block in README (continuation lines joined)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    statements = []
+    for block in re.findall(r"```python\n(.*?)```", readme, re.S):
+        statements += re.findall(r"^(?:from \S+ import [^\n(]+|import [^\n]+)", block, re.M)
+    return [statement.split("#")[0].strip() for statement in statements]
+
+
+def test_readme_examples_import_the_installed_package():
+    statements = readme_import_lines()
+    assert len(statements) >= 10  # Python, long videos, LoRA, ControlNet, several GPUs
+    assert not [s for s in statements if re.match(r"(from|import) model\b", s)], statements
+
+
 def test_every_folder_of_the_library_is_a_listed_package():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -63,6 +78,10 @@ def test_installed_package_runs_its_console_script_and_readme_example(tmp_path):
                                timeout=60)
     assert help_text.returncode == 0, help_text.stderr
     assert help_text.stdout.startswith("usage: hotshot-xl-sample") and "--model tiny-random" in help_text.stdout
+    for command in ("hotshot-xl-train", "hotshot-xl-caption"):  # each names itself, not `python -m model...`
+        help_text = subprocess.run([bin_dir / command, "--help"], cwd=elsewhere, capture_output=True, text=True,
+                                   env=env, timeout=120)
+        assert help_text.returncode == 0 and help_text.stdout.startswith(f"usage: {command} "), help_text.stderr
 
     # README's examples as written, but smaller and shorter: the first with the tiny model instead
     # of the release; the second (the CPU install check) at 64x64, 2 frames, 1 step instead of
@@ -76,9 +95,15 @@ def test_installed_package_runs_its_console_script_and_readme_example(tmp_path):
     check = ("import sys, hotshot_xl, pathlib\n"
              "assert pathlib.Path(hotshot_xl.__file__).is_relative_to(pathlib.Path(sys.prefix)), hotshot_xl.__file__\n"
              "assert 'model' not in sys.modules\n")
+    # Every README example's imports, after pip install: each name is there.
+    check += "".join(statement + "\n" for statement in readme_import_lines())
     run = subprocess.run([python, "-c", check + gpu + cpu], cwd=elsewhere, capture_output=True, text=True,
                          env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     written = sorted(p.name for p in elsewhere.iterdir())
     assert written == ["check.mp4", "corgi.mp4"], written
     assert "sampling: 100%" in run.stderr  # the examples ask for progress
+    # Run again, the first example stops at its check_output line: before loading or sampling anything.
+    again = subprocess.run([python, "-c", gpu], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode != 0 and "corgi.mp4: already exists" in again.stderr, again.stderr[-3000:]
+    assert "sampling" not in again.stderr

@@ -10,9 +10,10 @@ from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
 from model.denoising.schedulers import SCHEDULERS, SchedulerOptions, make_scheduler
 from model.text.encoders import CHUNK_TOKENS
-from tests.goldens import settings_of
+from tests.goldens import assert_close_to_golden, settings_of
 
-TOLERANCE = 2e-3
+TOLERANCE = 2e-3  # of the frames' largest value (1), allclose-style (tests/goldens.py) ...
+FLOOR = 1e-6  # ... plus this much of the whole golden set's
 
 
 def golden_cases(fixtures_dir):
@@ -35,7 +36,7 @@ def test_pipeline_reproduces_golden(pipe, fixtures_dir, golden_frames, index):
     frames = pipe(case["prompt"], case["negative_prompt"], **settings_of(case))
     expected = golden_frames[case["name"]]
     assert frames.shape == expected.shape == (case["video_length"], case["height"], case["width"], 3)
-    assert (frames - expected).abs().max() < TOLERANCE
+    assert_close_to_golden(frames, expected, TOLERANCE, FLOOR, golden_frames.values())
 
 
 def test_single_file_and_temporal_layers_reproduce_golden(fixtures_dir, tiny_model_dir, golden_frames):
@@ -44,7 +45,7 @@ def test_single_file_and_temporal_layers_reproduce_golden(fixtures_dir, tiny_mod
                          tokenizer=tiny_model_dir, configs=tiny_model_dir, dtype="fp32", device="cpu")
     case = golden_cases(fixtures_dir)[0]
     frames = pipe(case["prompt"], case["negative_prompt"], **settings_of(case))
-    assert (frames - golden_frames[case["name"]]).abs().max() < TOLERANCE
+    assert_close_to_golden(frames, golden_frames[case["name"]], TOLERANCE, FLOOR, golden_frames.values())
 
 
 def test_no_negative_prompt_is_the_zero_embedding_empty_is_encoded(pipe):
@@ -126,10 +127,25 @@ def test_seed_changes_the_video(pipe):
 
 @pytest.mark.parametrize("field, value", [("width", 65), ("height", 0), ("frames", 0), ("steps", -1),
                                           ("scheduler", "heun"), ("guidance", -1.0),
-                                          ("original_size", (1920,)), ("decode_chunk", 0)])
+                                          ("original_size", (1920,)), ("decode_chunk", 0), ("steps", True),
+                                          ("width", True), ("guidance", 1e30), ("original_size", (True, 1080))])
 def test_bad_settings_name_the_setting(pipe, field, value):
     with pytest.raises(InputError, match=rf"^{field}: "):
         pipe("a cat", **{field: value})
+
+
+@pytest.mark.parametrize("prompt, negative, name, problem", [
+    (None, "blurry", "prompt", "must be a string, got NoneType None"),
+    (123, "blurry", "prompt", "must be a string, got int 123"),
+    (["a", "b"], "blurry", "prompt", "one prompt per call, got a list of 2"),
+    ("a cat", 5, "negative_prompt", "must be a string, got int 5"),
+])
+def test_a_prompt_that_is_not_one_string_is_named(pipe, monkeypatch, prompt, negative, name, problem):
+    monkeypatch.setattr(pipe.text, "encode_pair", lambda *a: pytest.fail("encoded a bad prompt"))
+    with pytest.raises(InputError, match=rf"^{name}: {problem}"):
+        pipe(prompt, negative, width=64, height=64, frames=2, steps=1)
+    with pytest.raises(InputError, match=rf"^{name}: "):
+        pipe.encode(prompt, negative)
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

@@ -8,6 +8,9 @@ import sys
 
 from ..errors import HotshotError, InputError
 
+# How the user started us: the module in a checkout, or the installed console script.
+PROG = "python -m model.caption" if __package__ == "model.caption" else "hotshot-xl-caption"
+
 
 def add_caption_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="folder of clips, as for python -m model.train --data")
@@ -20,7 +23,7 @@ def add_caption_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.caption", description=__doc__,
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, allow_abbrev=False,  # --max 3 is no flag
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_caption_arguments(parser)
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ windows that hold it. Memory is bounded by the window, not by the video.
 
 - `ContextOptions`: the user's choices, shared by the CLI, the pipeline and the ComfyUI nodes.
 - `context_windows(frames, options, timestep)`: the windows, as tuples of frame indices.
-- `blend_weights(frames, windows, weighting)`: each window's share of each frame's prediction.
+- `blend_weights(frames, windows, weighting)`: each window's share of each of its frames' predictions.
 - `windowed_predictor(predict, options)`: a `Predictor` running `predict` window by window.
 - `freenoise(noise, length, overlap, generator)`: FreeNoise's noise for long videos.
 - `context_for(frames, context)`: the options a video of that length runs with.
@@ -156,14 +156,16 @@ def window_weights(length: int, weighting: str) -> torch.Tensor:
 
 
 def blend_weights(frames: int, windows: list[Window], weighting: str) -> torch.Tensor:
-    """(windows, frames) float32: each window's share of each frame's prediction.
+    """(windows, window length) float32: each window's share of each of its frames' predictions
+    (row i, column k: frame windows[i][k]); every frame's shares sum to one.
 
-    Zero where a window does not hold the frame; every frame's shares sum to one.
+    Only the frames a window holds get a share, so this grows with the frames, never with their
+    square (a dense (windows, frames) table was 10 GB at 100,000 frames).
     """
-    weights = torch.zeros(len(windows), frames)
-    for row, window in zip(weights, windows):
-        row[list(window)] = window_weights(len(window), weighting)
-    return weights / weights.sum(dim=0)
+    shares = torch.stack([window_weights(len(window), weighting) for window in windows])
+    index = torch.tensor(windows)  # (windows, length) frame numbers
+    totals = torch.zeros(frames).index_add_(0, index.flatten(), shares.flatten())  # small integers: exact
+    return shares / totals[index]
 
 
 def windowed_predictor(predict: Predictor, options: ContextOptions, share=None) -> Predictor:
@@ -190,7 +192,7 @@ def windowed_predictor(predict: Predictor, options: ContextOptions, share=None) 
             window = window if video_frames is None else tuple(video_frames[i] for i in window)
             # (batch, channels, window, h, w)
             noise = call_predictor(predict, latents.index_select(2, index), timestep, window, step)
-            contribution = noise.float() * weight[index].view(1, 1, -1, 1, 1)
+            contribution = noise.float() * weight.view(1, 1, -1, 1, 1)
             if share is None:
                 blended.index_add_(2, index, contribution)
             else:

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..pipeline import Settings
 from ..denoising.schedulers import SchedulerOptions
-from ..media.video import DEFAULT_FPS, check_output, sequence_files, write_video
+from ..media.video import DEFAULT_FPS, check_fps, check_output, frame_rate, sequence_files, video_format, write_video
 from .group import RankGroup
 
 # What a JSON line may set besides "prompt" (Settings fields that are plain values).
@@ -143,10 +143,17 @@ def check_outputs(lines: list[PromptLine], fps=DEFAULT_FPS, loop: int = 0) -> No
             raise InputError("out", f"lines {seen[target].line_number} and {line.line_number} would both write "
                              f"{line.output}")
         seen[target] = line
+        parent = Path(line.output).parent
+        if not parent.exists():  # made when the line is written: only where it can be
+            ancestor = next(folder for folder in parent.parents if folder.exists())
+            if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+                raise InputError("out", f"{line.output}: folder {parent} cannot be made: {ancestor} is not a "
+                                 "writable folder")
         if _is_folder(line.output) and not Path(line.output).exists():
-            parent = Path(line.output).parent
-            if not parent.is_dir():
-                raise InputError("out", f"{line.output}: folder {parent} does not exist")
+            continue
+        if not parent.exists():
+            fmt = video_format(line.output)
+            check_fps(fmt, frame_rate(fps), fps)
             continue
         check_output(line.output, line.settings.frames, fps, loop, overwrite=True)
 
@@ -212,6 +219,7 @@ def render_prompts(pipe, lines: list[PromptLine], ranks: RankGroup | None = None
             conditions = pipe.encode(line.prompt, line.negative_prompt, settings.original_size, settings.target_size)
             latents = pipe.sample(conditions, settings)
             frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling)
+            Path(line.output).parent.mkdir(parents=True, exist_ok=True)  # out/{index:04d}.mp4 on a fresh machine
             files = write_line(frames, line, fps, loop, overwrite)
             seconds = time.perf_counter() - started
             longest = max(longest, seconds)
@@ -219,6 +227,9 @@ def render_prompts(pipe, lines: list[PromptLine], ranks: RankGroup | None = None
             if log is not None:
                 where = files[0] if len(files) == 1 else f"{files[0].parent}/ ({len(files)} PNG files)"
                 log(f"line {line.index} (file line {line.line_number}): wrote {where}, {seconds:.1f} s")
+    except KeyboardInterrupt as interruption:  # the CLI says which outputs were written before it
+        interruption.written = [line.output for line in written]
+        raise
     finally:
         pipe.distributed = shared
     if ranks is not None:

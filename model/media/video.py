@@ -45,6 +45,14 @@ def write_video(frames, path, fps=DEFAULT_FPS, loop: int = 0, overwrite: bool = 
     pixels = to_uint8_frames(frames)
     tags = video_metadata.check_tags(metadata)
     plan = _plan(path, len(pixels), fps, loop, overwrite, quality, pixel_format)
+    try:
+        return _write(pixels, plan, path, loop, quality, tags, audio, pixel_format)
+    except OSError as error:  # a full disk, a vanished folder: one line, the partial output already removed
+        reason = error.strerror or str(error)
+        raise InputError(str(plan.files[0]), f"could not be written: {reason}; nothing was written") from None
+
+
+def _write(pixels: np.ndarray, plan, path, loop: int, quality, tags, audio, pixel_format) -> list[Path]:
     if plan.fmt is None:
         check_audio(audio, "image2", path)
         _write_png_sequence(pixels, plan.files, plan.rate, tags)
@@ -88,7 +96,10 @@ class _Plan:
 def _plan(path, count: int, fps, loop, overwrite: bool, quality, pixel_format=None) -> _Plan:
     if count < 1:
         raise InputError("frames", "no frames to write")
-    rate = _frame_rate(fps)
+    if not os.fspath(path).strip():  # Path("") is the current folder: never write frames there unasked
+        raise InputError("path", "is empty; expected a video file (.mp4, .webm, .gif, .webp) or a folder for PNG "
+                         "frames")
+    rate = frame_rate(fps)
     _check_loop(loop)
     _check_quality(quality)
     files = sequence_files(path, count)
@@ -184,7 +195,7 @@ def pad_to_even(pixels: np.ndarray) -> np.ndarray:
     return np.pad(pixels, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
-def _frame_rate(fps) -> Fraction:
+def frame_rate(fps) -> Fraction:
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
         raise InputError("fps", f"expected a number of frames per second, got {fps!r}")
     if not math.isfinite(fps) or fps <= 0:

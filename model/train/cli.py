@@ -185,10 +185,15 @@ def options_from_args(args):
         progress=not args.no_progress)
 
 
+# How the user started us: the module in a checkout, or the installed console script.
+PROG = "python -m model.train" if __package__ == "model.train" else "hotshot-xl-train"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model.train", description="Fine-tune Hotshot-XL's temporal "
+    # allow_abbrev=False: --fram 3 is an error, not --frames 3
+    parser = argparse.ArgumentParser(prog=PROG, description="Fine-tune Hotshot-XL's temporal "
                                      "layers (or a motion LoRA) on a folder of clips.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_train_arguments(parser)
     return parser
 

@@ -148,7 +148,8 @@ def inspect_main(argv) -> int:
 
     from ..errors import HotshotError
 
-    parser = argparse.ArgumentParser(prog="python -m model.train --inspect")
+    command = "python -m model.train" if __package__ == "model.train" else "hotshot-xl-train"  # as cli.PROG
+    parser = argparse.ArgumentParser(prog=f"{command} --inspect", allow_abbrev=False)
     parser.add_argument("--inspect", required=True, metavar="FILE")
     args, _ = parser.parse_known_args(argv)
     try:
