@@ -121,9 +121,13 @@ class HotshotXLUNet(nn.Module):
         batch, _, frames, height, width = sample.shape
         temporal = frames > 1 if temporal is None else temporal
         if motion_scale is not None:
-            from .travel.motion import unet_motion_scale
+            from .travel.motion import frames_as_images, unet_motion_scale
 
             on, motion_scale = unet_motion_scale(motion_scale, batch, frames, self.device, self.dtype)
+            if not on and frames > 1:  # the SDXL image model frame by frame: each frame a video of its own
+                images = frames_as_images(sample, timestep, encoder_hidden_states, text_embeds, time_ids)
+                out = self.forward(*images, temporal=False, down_residuals=down_residuals, mid_residual=mid_residual)
+                return out.view(batch, frames, -1, height, width).transpose(1, 2)
             temporal = temporal and on
         if temporal and frames > self.config.temporal_max_frames:
             raise InputError(

@@ -37,16 +37,19 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation of each vector along the last axis (its length blends linearly)."""
+    """Spherical interpolation of each vector along the last axis: its direction turns along the
+    great circle from a's to b's at constant speed, its length blends linearly."""
     a_norm, b_norm = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
-    cos = ((a / a_norm.clamp_min(1e-12)) * (b / b_norm.clamp_min(1e-12))).sum(-1, keepdim=True).clamp(-1, 1)
-    angle = torch.arccos(cos)
+    a_unit, b_unit = a / a_norm.clamp_min(1e-12), b / b_norm.clamp_min(1e-12)
+    angle = torch.arccos((a_unit * b_unit).sum(-1, keepdim=True).clamp(-1, 1))
     sin = torch.sin(angle)
     straight = angle < SLERP_MIN_ANGLE
     safe_sin = torch.where(straight, torch.ones_like(sin), sin)
     wa = torch.where(straight, torch.full_like(sin, 1 - t), torch.sin((1 - t) * angle) / safe_sin)
     wb = torch.where(straight, torch.full_like(sin, t), torch.sin(t * angle) / safe_sin)
-    return wa * a + wb * b
+    direction = wa * a_unit + wb * b_unit
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return direction * lerp(a_norm, b_norm, t)
 
 
 def blend(values: Sequence[torch.Tensor], keyframe_frames: Sequence[int], frames: Sequence[int],

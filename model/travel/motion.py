@@ -49,6 +49,22 @@ def motion_scale(value, frames: int | None = None, name: str = "motion_scale") -
     return None if scale.constant == 1.0 else scale
 
 
+def frames_as_images(sample: torch.Tensor, timestep, context: torch.Tensor, pooled: torch.Tensor,
+                     time_ids: torch.Tensor) -> tuple:
+    """A UNet call's inputs with each frame as a one-frame video of its own (batch*frames videos,
+    frame inner, as the UNet folds them): the image model's inputs, text rows per image."""
+    batch, channels, frames, height, width = sample.shape
+    images = sample.transpose(1, 2).reshape(batch * frames, channels, 1, height, width)
+
+    def per_image(rows: torch.Tensor) -> torch.Tensor:
+        return rows if rows.shape[0] == batch * frames else rows.repeat_interleave(frames, 0)
+
+    timestep = torch.as_tensor(timestep)
+    if timestep.numel() > 1:
+        timestep = per_image(timestep.reshape(-1))
+    return images, timestep, per_image(context), per_image(pooled), per_image(time_ids)
+
+
 def unet_motion_scale(scale, batch: int, frames: int, device, dtype) -> tuple[bool, float | torch.Tensor | None]:
     """For one UNet call: (whether the temporal layers run, the scale their update takes): None for
     1 (the plain path), a number, or (batch*frames, 1, 1, 1) when frames differ."""
