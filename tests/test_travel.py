@@ -277,3 +277,62 @@ def test_scale_keyframes_forms():
     assert [(k.frame, k.value) for k in scale_keyframes("0: 1 | 16: 0.5")] == [(0, 1.0), (16, 0.5)]
     assert [(k.frame, k.value) for k in scale_keyframes(0.5)] == [(0, 0.5)]
     assert [(k.frame, k.value) for k in scale_keyframes({0: 0, 4: 2})] == [(0, 0.0), (4, 2.0)]
+
+
+# ---- the CLI ---------------------------------------------------------------------------------------
+
+def test_cli_prompt_travel_gives_the_python_frames(tmp_path, tiny_model_dir, pipe, capsys):
+    from model.sample import run
+    from tests.goldens import png_frames
+
+    travel = tmp_path / "travel.txt"
+    travel.write_text(f"0: {CAT}\n3: {DOG}\n")
+    flags = ["--model", str(tiny_model_dir), "--dtype", "fp32", "--device", "cpu", "--width", "64", "--height", "64",
+             "--frames", "4", "--steps", "2", "--seed", "7", "--negative-prompt", "blurry",
+             "--prompt-travel", str(travel), "--motion-scale", "0: 1 | 3: 0.5", "--freeinit", "2",
+             "--freeinit-filter", "gaussian", "--out", str(tmp_path / "out") + "/"]
+    assert run(flags) == 0
+    assert "FreeInit: 2 iterations, so the video is sampled 2 times (4 steps instead of 2" in capsys.readouterr().err
+    frames = pipe(prompts={0: CAT, 3: DOG}, negative_prompt="blurry", frames=4, motion_scale={0: 1, 3: 0.5},
+                  freeinit=FreeInitOptions(2, "gaussian"), **SIZE)
+    assert abs(png_frames(tmp_path / "out") - frames.numpy()).max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--prompt-travel", "0: a | 9: b"], "--prompt-travel: keyframe 2 ('9: b'): frame 9 is past the last frame"),
+    (["--prompt-travel", "0: a | 0: b"], "--prompt-travel: keyframe 2 ('0: b'): frame 0 is given twice"),
+    (["--prompt-travel", "2: a | 1: b"], "--prompt-travel: keyframe 2 ('1: b'): frame 1 comes after frame 2"),
+    (["--prompt-travel", "0: a", "--prompt", "b"], "--prompt-travel: give either --prompt or --prompt-travel"),
+    (["--motion-scale", "inf"], "--motion-scale: the scale: must be a finite number"),
+    (["--motion-scale", "0: 1 | 2: x"], "--motion-scale: keyframe 2 ('2: x'): expected a number"),
+    (["--freeinit", "0"], "--freeinit: must be a whole number of at least 1"),
+    (["--freeinit-cutoff", "nan"], "--freeinit-cutoff: must be a number in (0, 1]"),
+])
+def test_cli_bad_direction_flags_fail_before_loading(tmp_path, capsys, flags, message):
+    from model.sample import run
+
+    assert run(["--model", "tiny-random", "--frames", "4", "--out", str(tmp_path / "x.mp4"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+# ---- with a ControlNet -------------------------------------------------------------------------------
+
+def test_prompt_travel_and_motion_scale_with_a_controlnet(pipe, fixtures_dir):
+    from model.controlnet.apply import Control
+    from model.controlnet.loading import load_controlnet
+
+    net = load_controlnet(fixtures_dir / "controlnet-tiny", dtype="fp32", device="cpu", unet_config=pipe.unet.config)
+    torch.manual_seed(0)
+    control = Control(net, torch.rand(3, 3, 64, 64), 0.8)
+    one = pipe(prompts={0: CAT}, negative_prompt="blurry", controls=[control], frames=3, **SIZE)
+    assert torch.equal(one, pipe(CAT, "blurry", controls=[control], frames=3, **SIZE))
+    # Per-frame text reaches the ControlNet too: at motion scale 0 the travel's first frame is the
+    # single prompt's.
+    travel = pipe.sample(pipe.encode_travel({0: CAT, 2: DOG}, "blurry"), Settings(frames=3, motion_scale=0, **SIZE),
+                         controls=[control])
+    cat = pipe.sample(pipe.encode(CAT, "blurry"), Settings(frames=3, motion_scale=0, **SIZE), controls=[control])
+    assert torch.allclose(travel[:, :, 0], cat[:, :, 0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(travel[:, :, 2], cat[:, :, 2], atol=1e-3)
+    twice = pipe.sample(pipe.encode(CAT, "blurry"), Settings(frames=3, freeinit=2, **SIZE), controls=[control])
+    assert torch.isfinite(twice).all()

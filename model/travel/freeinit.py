@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from .choices import FREEINIT_CUTOFF, FREEINIT_FILTERS
 
-FILTERS = ("butterworth", "gaussian")
+FILTERS = FREEINIT_FILTERS
 # Input names of the fields, for errors (the CLI says them as --freeinit, --freeinit-filter, ...).
 NAMES = {"iterations": "freeinit", "filter": "freeinit_filter", "cutoff": "freeinit_cutoff",
          "order": "freeinit_order"}
@@ -35,7 +36,7 @@ class FreeInitOptions:
 
     iterations: int = 1
     filter: str = "butterworth"
-    cutoff: float = 0.25
+    cutoff: float = FREEINIT_CUTOFF
     order: int = 4
 
     def __post_init__(self):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-INTERPOLATIONS = ("linear", "slerp")  # how text states blend between two keyframes
+from .choices import INTERPOLATIONS  # noqa: F401 (re-exported)
 INLINE_SEPARATOR = "|"
 
 
@@ -143,6 +143,8 @@ def _pairs(source, name: str) -> list[tuple[object, object, str]]:
 def prompt_keyframes(source, name: str = "prompts") -> tuple[Keyframe, ...]:
     """Prompt keyframes from a dict `{frame: prompt}`, (frame, prompt) pairs, or text (a JSON object
     or `frame: prompt` lines); InputError naming `name` and the line or keyframe."""
+    if isinstance(source, (list, tuple)) and source and all(isinstance(k, Keyframe) for k in source):
+        return _ordered([Keyframe(k.frame, _prompt_of(k.value, name, k.where), k.where) for k in source], name)
     return _ordered([Keyframe(_frame_of(f, name, w), _prompt_of(v, name, w), w) for f, v, w in _pairs(source, name)],
                     name)
 
