@@ -9,6 +9,7 @@ from .controlnet import HotshotXLApplyControlNet, HotshotXLControlNetLoader, Hot
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
 from .lora import HotshotXLLoRA
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
+from .travel import HotshotXLFreeInit, HotshotXLPromptTravel
 from .video import HotshotXLDecode, HotshotXLSaveVideo
 
 host.register_model_folders()
@@ -26,6 +27,8 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLControlNetLoader": HotshotXLControlNetLoader,
     "HotshotXLApplyControlNet": HotshotXLApplyControlNet,
     "HotshotXLEncode": HotshotXLEncode,
+    "HotshotXLPromptTravel": HotshotXLPromptTravel,
+    "HotshotXLFreeInit": HotshotXLFreeInit,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -41,4 +44,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLControlNetLoader": "Hotshot-XL ControlNet Loader",
     "HotshotXLApplyControlNet": "Hotshot-XL Apply ControlNet",
     "HotshotXLEncode": "Hotshot-XL Encode (video to latent)",
+    "HotshotXLPromptTravel": "Hotshot-XL Prompt Travel",
+    "HotshotXLFreeInit": "Hotshot-XL FreeInit",
 }
