@@ -59,7 +59,7 @@ class Settings:
     # Directing (travel/): motion scale (a number or keyframes {frame: scale}; 1: as released) and
     # FreeInit (iterations, or travel.freeinit.FreeInitOptions; 1: plain sampling).
     motion_scale: float | dict | str = 1.0
-    freeinit: int | object = 1
+    freeinit: int | FreeInitOptions = 1  # noqa: F821 (travel.freeinit's; imported lazily)
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""

@@ -10,11 +10,9 @@ from . import host
 from .loaders import CATEGORY, MODEL
 from .lora import applied
 from ..model.errors import InputError
+from ..model.travel.choices import FREEINIT_CUTOFF, FREEINIT_FILTERS, INTERPOLATIONS  # plain data, no torch
 
 FREEINIT = "HOTSHOT_XL_FREEINIT"
-# model/travel/choices.py's, named here so the option lists need no import (tests check they agree).
-INTERPOLATIONS = ["linear", "slerp"]
-FREEINIT_FILTERS = ["butterworth", "gaussian"]
 DEFAULT_KEYFRAMES = ("0: a tree in a meadow in spring, blossoms, hd, high quality\n"
                      "16: the same tree in autumn, orange leaves, hd, high quality\n"
                      "31: the same tree in winter, snow, hd, high quality")
@@ -34,7 +32,7 @@ class HotshotXLPromptTravel:
                                                     "first or after the last hold its prompt."}),
                 "negative_prompt": ("STRING", {"default": "blurry", "multiline": True, "dynamicPrompts": True,
                                                "tooltip": "What the video should not show, for every frame."}),
-                "interpolation": (INTERPOLATIONS, {"default": "linear",
+                "interpolation": (list(INTERPOLATIONS), {"default": "linear",
                                                    "tooltip": "How the text blends between keyframes: linear, or "
                                                               "slerp (along the sphere, keeping the vectors' length)."}),
                 "original_width": ("INT", {"default": 1920, **size, "tooltip": "SDXL size conditioning: the "
@@ -88,10 +86,10 @@ class HotshotXLFreeInit:
                 "iterations": ("INT", {"default": 3, "min": 1, "max": 10,
                                        "tooltip": "Times the video is sampled, each from the previous result's low "
                                                   "frequencies: N times the sampling time. 1 is plain sampling."}),
-                "filter": (FREEINIT_FILTERS, {"default": "butterworth",
+                "filter": (list(FREEINIT_FILTERS), {"default": "butterworth",
                                               "tooltip": "The low-pass filter over frames, height and width: "
                                                          "butterworth (sharper, the paper's) or gaussian."}),
-                "cutoff": ("FLOAT", {"default": 0.25, "min": 0.01, "max": 1.0, "step": 0.01,
+                "cutoff": ("FLOAT", {"default": FREEINIT_CUTOFF, "min": 0.01, "max": 1.0, "step": 0.01,
                                      "tooltip": "Stop frequency as a fraction of the highest: lower keeps only the "
                                                 "coarsest layout and motion of the previous result."}),
             }

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from model.pipeline import Settings, load_pipeline
-from model.travel.choices import FREEINIT_FILTERS, INTERPOLATIONS
 from model.travel.freeinit import FreeInitOptions
 
 pytestmark = pytest.mark.usefixtures("host_env")
@@ -40,13 +39,6 @@ def travel(nodes, model, keyframes, negative="blurry", interpolation="linear"):
 def sample(nodes, model, conditioning, frames=4, **optional):
     return nodes["HotshotXLSampler"]().sample(model, conditioning, 3, 2, 5.0, "euler_a", frames, 64, 64,
                                               **optional)[0]["samples"]
-
-
-def test_option_lists_are_the_library_choices(pack):
-    import importlib
-
-    module = importlib.import_module(f"{pack.__name__}.nodes.travel")
-    assert module.INTERPOLATIONS == list(INTERPOLATIONS) and module.FREEINIT_FILTERS == list(FREEINIT_FILTERS)
 
 
 def test_one_keyframe_is_text_encode(nodes, tiny):
