@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import host
 from .latents import from_comfy_latent, to_comfy_latent
 from .lora import applied
-from .types import CATEGORY, CONDITIONING, CONTEXT_OPTIONS, MODEL, SCHEDULER
+from .types import CATEGORY, CONDITIONING, CONTEXT_OPTIONS, FREEINIT, MODEL, SCHEDULER
 # The option lists, defaults and ranges are model/choices.py's (plain data: no torch or diffusers import).
 from ..model import choices
 from ..model.errors import InputError
@@ -141,7 +141,7 @@ class HotshotXLSampler:
                                            "tooltip": "Motion strength: a scale on the temporal layers' update. 0: "
                                                       "the SDXL image model frame by frame (no motion); 1: Hotshot-XL "
                                                       "as released; above 1: stronger motion."}),
-                "freeinit": ("HOTSHOT_XL_FREEINIT", {"tooltip": "Optional: FreeInit (from Hotshot-XL FreeInit), "
+                "freeinit": (FREEINIT, {"tooltip": "Optional: FreeInit (from Hotshot-XL FreeInit), "
                                                                 "sampling several times for temporal consistency."}),
             },
         }

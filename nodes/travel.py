@@ -7,12 +7,11 @@ native path (per-frame CONDITIONING for core samplers) is not here: it needs the
 from __future__ import annotations
 
 from . import host
-from .loaders import CATEGORY, MODEL
+from .types import CATEGORY, CONDITIONING, FREEINIT, MODEL
 from .lora import applied
 from ..model.errors import InputError
 from ..model.travel.choices import FREEINIT_CUTOFF, FREEINIT_FILTERS, INTERPOLATIONS  # plain data, no torch
 
-FREEINIT = "HOTSHOT_XL_FREEINIT"
 DEFAULT_KEYFRAMES = ("0: a tree in a meadow in spring, blossoms, hd, high quality\n"
                      "16: the same tree in autumn, orange leaves, hd, high quality\n"
                      "31: the same tree in winter, snow, hd, high quality")
@@ -46,7 +45,7 @@ class HotshotXLPromptTravel:
             }
         }
 
-    RETURN_TYPES = ("HOTSHOT_XL_CONDITIONING",)
+    RETURN_TYPES = (CONDITIONING,)
     RETURN_NAMES = ("conditioning",)
     OUTPUT_TOOLTIPS = ("Keyframed prompts, negative prompt and size conditioning for the Hotshot-XL Sampler.",)
     FUNCTION = "encode"

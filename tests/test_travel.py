@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from model.context import ContextOptions, windowed_predictor
+from model.denoising.context import ContextOptions, windowed_predictor
 from model.errors import InputError
 from model.pipeline import Settings, load_pipeline
-from model.sampling import guided_predictor
-from model.schedulers import make_scheduler
+from model.denoising.loop import guided_predictor
+from model.denoising.schedulers import make_scheduler
 from model.travel import freeinit as freeinit_module
 from model.travel.freeinit import FreeInitOptions, low_pass
 from model.travel.keyframes import prompt_keyframes, read_prompt_travel, scale_keyframes

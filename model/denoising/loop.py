@@ -68,7 +68,7 @@ def guided_predictor(unet, conditions: Conditions, guidance: float, controls=(),
     cfg = guidance > 1.0
     travel = not isinstance(conditions.positive, Conditioning)  # prompt travel: text per frame
     if travel:
-        from .travel.prompts import frame_batch
+        from ..travel.prompts import frame_batch
 
         conditions = Conditions(conditions.positive.to(unet.device), conditions.negative, conditions.time_ids)
     fixed = None if travel else conditions.batch(unet.device, unet.dtype, cfg)

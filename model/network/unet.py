@@ -121,7 +121,7 @@ class HotshotXLUNet(nn.Module):
         batch, _, frames, height, width = sample.shape
         temporal = frames > 1 if temporal is None else temporal
         if motion_scale is not None:
-            from .travel.motion import frames_as_images, unet_motion_scale
+            from ..travel.motion import frames_as_images, unet_motion_scale
 
             on, motion_scale = unet_motion_scale(motion_scale, batch, frames, self.device, self.dtype)
             if not on and frames > 1:  # the SDXL image model frame by frame: each frame a video of its own

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..text import Conditioning, TextEncoders
+from ..text.encoders import Conditioning, TextEncoders
 from .interpolate import blend
 from .keyframes import Keyframe, check_in_range, check_interpolation
 
