@@ -298,24 +298,6 @@ def test_cli_prompt_travel_gives_the_python_frames(tmp_path, tiny_model_dir, pip
     assert abs(png_frames(tmp_path / "out") - frames.numpy()).max() <= 1 / 255 + 1e-6
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--prompt-travel", "0: a | 9: b"], "--prompt-travel: keyframe 2 ('9: b'): frame 9 is past the last frame"),
-    (["--prompt-travel", "0: a | 0: b"], "--prompt-travel: keyframe 2 ('0: b'): frame 0 is given twice"),
-    (["--prompt-travel", "2: a | 1: b"], "--prompt-travel: keyframe 2 ('1: b'): frame 1 comes after frame 2"),
-    (["--prompt-travel", "0: a", "--prompt", "b"], "--prompt-travel: give either --prompt or --prompt-travel"),
-    (["--motion-scale", "inf"], "--motion-scale: the scale: must be a finite number"),
-    (["--motion-scale", "0: 1 | 2: x"], "--motion-scale: keyframe 2 ('2: x'): expected a number"),
-    (["--freeinit", "0"], "--freeinit: must be a whole number of at least 1"),
-    (["--freeinit-cutoff", "nan"], "--freeinit-cutoff: must be a number in (0, 1]"),
-])
-def test_cli_bad_direction_flags_fail_before_loading(tmp_path, capsys, flags, message):
-    from model.sample import run
-
-    assert run(["--model", "tiny-random", "--frames", "4", "--out", str(tmp_path / "x.mp4"), *flags]) == 2
-    assert message in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
-
-
 # ---- with a ControlNet -------------------------------------------------------------------------------
 
 def test_prompt_travel_and_motion_scale_with_a_controlnet(pipe, fixtures_dir):
