@@ -149,10 +149,9 @@ def test_freeinit_one_iteration_is_plain_sampling(pipe):
     assert torch.equal(latents(pipe, conditions, frames=3, freeinit=FreeInitOptions(1, "gaussian", 0.5)), plain)
 
 
-@pytest.mark.parametrize("filter", ["butterworth", "gaussian"])
-def test_freeinit_second_iteration_starts_from_the_filtered_previous_result(pipe, monkeypatch, filter):
+def test_freeinit_second_iteration_starts_from_the_filtered_previous_result(pipe, monkeypatch):
     conditions = pipe.encode(CAT, "blurry")
-    options = FreeInitOptions(2, filter, 0.25)
+    options = FreeInitOptions(2, "butterworth", 0.25)  # (the Gaussian: in the windows test and the nodes' test)
     mixes = []
     mix = freeinit_module.mix_frequencies
 
@@ -196,11 +195,14 @@ def test_freeinit_with_windows_and_prompt_travel_runs(pipe):
     assert not torch.allclose(once, twice, atol=1e-3)
 
 
-def test_low_pass_is_one_at_zero_frequency_and_symmetric():
-    gains = low_pass((5, 6, 7), FreeInitOptions(2, "butterworth", 0.5))
+@pytest.mark.parametrize("filter, at_cutoff", [("butterworth", 0.5), ("gaussian", math.exp(-0.5))])
+def test_low_pass_is_one_at_zero_frequency_symmetric_and_its_cutoff_is_a_fraction_of_nyquist(filter, at_cutoff):
+    gains = low_pass((5, 6, 8), FreeInitOptions(2, filter, 0.5))
     assert gains[0, 0, 0] == 1
     assert torch.allclose(gains[1], gains[-1]) and torch.allclose(gains[:, 1], gains[:, -1])
     assert gains[0, 0, 3] < gains[0, 0, 1]
+    # Width 8: frequency 2/8 is half of Nyquist (4/8), the cutoff 0.5 itself.
+    assert math.isclose(float(gains[0, 0, 2]), at_cutoff, rel_tol=1e-6)
 
 
 # ---- bad input -------------------------------------------------------------------------------------
