@@ -57,6 +57,10 @@ class Settings:
     noise: str = SETTINGS_DEFAULTS["noise"]  # initial noise for long videos: see context.NOISE_TYPES
     vae_tiling: str = SETTINGS_DEFAULTS["vae_tiling"]  # decode frames in tiles: auto, on, off
     strength: float = SETTINGS_DEFAULTS["strength"]  # video-to-video: how far from the init video (see video2video/)
+    # Directing (travel/): motion scale (a number or keyframes {frame: scale}; 1: as released) and
+    # FreeInit (iterations, or travel.freeinit.FreeInitOptions; 1: plain sampling).
+    motion_scale: float | dict | str = 1.0
+    freeinit: int | FreeInitOptions = 1  # noqa: F821 (travel.freeinit's; imported lazily)
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""
@@ -94,6 +98,11 @@ class Settings:
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
                 or not 0 <= self.strength <= 1:
             raise InputError("strength", f"must be a number from 0 to 1, got {self.strength!r}")
+        from .travel.freeinit import freeinit_options
+        from .travel.motion import motion_scale
+
+        motion_scale(self.motion_scale, self.frames)
+        freeinit_options(self.freeinit)
 
 
 def check_prompts(prompt, negative_prompt=None) -> None:
@@ -204,11 +213,29 @@ class HotshotXLPipeline:
             positive, negative = self.text.encode_pair(prompt, negative_prompt)
         return Conditions(positive, negative, micro_conditioning(original_size, target_size))
 
+    def encode_travel(self, prompts, negative_prompt: str | None = "", original_size=(1920, 1080),
+                      target_size=(512, 512), interpolation: str = "linear", name: str = "prompts") -> Conditions:
+        """Prompt travel: keyframes `{frame: prompt}` (or travel.keyframes' forms) -> Conditions whose
+        positive gives each frame its blend of the keyframes' states (see travel/). One keyframe is
+        `encode(prompt)` exactly. InputError naming `name` and the keyframe if one is bad."""
+        from .travel.keyframes import check_interpolation, prompt_keyframes
+        from .travel.prompts import encode_travel
+
+        keyframes = prompt_keyframes(prompts, name)
+        check_interpolation(interpolation)
+        if len(keyframes) == 1:
+            return self.encode(keyframes[0].value, negative_prompt, original_size, target_size)
+        with self._running(self.text.text_encoder, self.text.text_encoder_2):
+            positive, negative = encode_travel(self.text, keyframes, negative_prompt, interpolation, name)
+        return Conditions(positive, negative, micro_conditioning(original_size, target_size))
+
     def sample(self, conditions: Conditions, settings: Settings, callback: StepCallback | None = None,
-               predictor=None, controls=(), init: torch.Tensor | None = None) -> torch.Tensor:
+               predictor=None, controls=(), init: torch.Tensor | None = None, watch=None) -> torch.Tensor:
         """Latents (1, 4, frames, h/8, w/8), float32, on the pipeline's device.
 
         `predictor` replaces the guided UNet; with context windows it is called window by window.
+        `watch(predict)` returns a predictor that calls `predict` and observes its result (the nodes'
+        previews), wrapped around the guided UNet, inside the context windows.
         `controls`: ControlNets steering every frame (controlnet.Control); `init`: latents of an
         input video (`encode_video`), noised to `settings.strength` and denoised (video-to-video).
         """
@@ -220,19 +247,45 @@ class HotshotXLPipeline:
         if self.offloader is not None:
             for index, net in enumerate(nets):  # ControlNets arrive with each call: offload them like the UNet
                 self.offloader.manage(net, f"controlnet{index}")
+        from .travel.freeinit import freeinit_options, sample_with_freeinit
+        from .travel.motion import motion_scale
+
+        if hasattr(conditions.positive, "check"):  # prompt travel: keyframes within the video
+            conditions.positive.check(settings.frames)
+        motion = motion_scale(settings.motion_scale, settings.frames)
         noise, generator = initial_noise(settings.seed, settings.frames, settings.height, settings.width)
         context = context_for(settings.frames, settings.context, self.unet.config.temporal_max_frames)
-        if settings.noise == "freenoise":
-            window = context or ContextOptions()
-            noise = freenoise(noise, window.length, window.overlap, generator)
+        window = context or ContextOptions()
+
+        def new_noise(noise):
+            return freenoise(noise, window.length, window.overlap, generator) if settings.noise == "freenoise" \
+                else noise
+
+        noise = new_noise(noise)
         scheduler = make_scheduler(settings.scheduler, self.scheduler_config)
         with self._running(self.unet, *nets):
-            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance, controls)
+            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance, controls, motion)
+            if watch is not None:
+                predict = watch(predict)
             if context is not None:
                 predict = windowed_predictor(predict, context, self.distributed and self.distributed.windows)
             init = None if init is None else init.to(self.device)
-            return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback,
-                           init, settings.strength)
+            freeinit = freeinit_options(settings.freeinit)
+            if freeinit.iterations == 1:
+                return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback,
+                               init, settings.strength)
+
+            def sample_once(start, step_callback):  # a fresh scheduler each time: no state carried over
+                return denoise(predict, make_scheduler(settings.scheduler, self.scheduler_config),
+                               start.to(self.device), settings.steps, generator, step_callback, init,
+                               settings.strength)
+
+            def fresh_noise():
+                shape = settings.frames, settings.height, settings.width
+                return new_noise(initial_noise(settings.seed, *shape, generator=generator)[0])
+
+            alpha_bar = float(scheduler.alphas_cumprod[-1])  # the last training timestep's
+            return sample_with_freeinit(sample_once, noise, freeinit, alpha_bar, fresh_noise, callback)
 
     def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool | str = False, callback=None):
         """Frames (frames, height, width, 3) in 0..1; `tiled`: True/False or "auto"/"on"/"off"."""
@@ -252,19 +305,39 @@ class HotshotXLPipeline:
             latents = latents.expand(-1, -1, count, -1, -1)
         return latents
 
-    def __call__(self, prompt: str, negative_prompt: str | None = "blurry", callback: StepCallback | None = None,
-                 controls=(), init_frames: torch.Tensor | None = None, progress: bool = False,
-                 **settings) -> torch.Tensor:
+    def __call__(self, prompt: str | None = None, negative_prompt: str | None = "blurry",
+                 callback: StepCallback | None = None, controls=(), init_frames: torch.Tensor | None = None,
+                 progress: bool = False, prompts=None, interpolation: str = "linear", **settings) -> torch.Tensor:
         """Frames (frames, height, width, 3), float in 0..1, on the CPU.
+
+        `prompts`: prompt travel instead of `prompt`, keyframes `{frame: prompt}` whose text states
+        blend from frame to frame (`interpolation` "linear" or "slerp"); see travel/.
 
         `settings` are Settings' fields. `controls`: ControlNets (controlnet.Control); `init_frames`:
         an input video (frames, height, width, 3) at the video's size for video-to-video (`settings`
         strength), see video2video/. `progress=True` shows bars on stderr for sampling and decoding;
         `callback(step, steps, latents)` is called after each step (and may raise to stop).
         """
-        check_prompts(prompt, negative_prompt)
         settings = Settings(**settings)
         settings.check()
+        if (prompt is None) == (prompts is None):
+            raise InputError("prompts" if prompts is not None else "prompt",
+                             "give either `prompt` or `prompts` (keyframes {frame: prompt}), not both"
+                             if prompts is not None else "no prompt given: give `prompt` or `prompts`")
+        if prompts is not None:
+            from .travel.keyframes import check_in_range, prompt_keyframes
+
+            check_in_range(prompt_keyframes(prompts), settings.frames, "prompts")
+        freeinit = None
+        if progress:
+            from .travel.freeinit import cost_line, freeinit_options
+
+            freeinit = freeinit_options(settings.freeinit)
+            if freeinit.iterations > 1:
+                import sys
+
+                print(cost_line(freeinit, settings.steps), file=sys.stderr)
+        check_prompts("" if prompt is None else prompt, negative_prompt)  # `prompts` were checked above
         from .budget import check_pipeline
 
         check_pipeline(self, settings, init_frames is not None)  # refuses what cannot fit; warns when long
@@ -277,10 +350,15 @@ class HotshotXLPipeline:
             from .video2video.encode import check_init_frames
 
             check_init_frames(init_frames, settings.frames, settings.height, settings.width)
-        conditions = self.encode(prompt, negative_prompt, settings.original_size, settings.target_size)
+        if prompts is not None:
+            conditions = self.encode_travel(prompts, negative_prompt, settings.original_size, settings.target_size,
+                                            interpolation)
+        else:
+            conditions = self.encode(prompt, negative_prompt, settings.original_size, settings.target_size)
         if init_frames is not None:
             init = self.encode_video(init_frames, settings.decode_chunk, settings.vae_tiling, settings.frames)
-        with bar(progress, settings.steps, "sampling", "step") as advance:
+        steps = settings.steps * (freeinit.iterations if freeinit else 1)
+        with bar(progress, steps, "sampling", "step") as advance:
             def step(index, total, latents):
                 advance()
                 if callback is not None:

@@ -23,6 +23,7 @@ from .controlnet.cli import add_controlnet_arguments, check_controlnet_args, con
 from .distributed.cli import add_distributed_arguments, plan_session
 from .errors import HotshotError, InputError
 from .lora.cli import add_lora_arguments, loras_from_args, read_chosen
+from .travel.cli import add_travel_arguments, direction_from_args
 from .video2video.cli import add_video2video_arguments, init_from_args
 from .media.formats import DEFAULT_FPS, VIDEO_FORMATS
 from .choices import SETTINGS_DEFAULTS as SETTING
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="independent: the original's noise; freenoise: the first window's noise, shuffled, "
                          "along the video, for long-range consistency")
 
+    add_travel_arguments(parser)
     add_lora_arguments(parser)
 
     out = parser.add_argument_group("output")
@@ -296,7 +298,8 @@ def run(argv=None) -> int:
 def _run(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    small = _small_for_tiny_random(args, _given(parser, argv))
+    given = _given(parser, argv)
+    small = _small_for_tiny_random(args, given)
     started = time.perf_counter()
     try:
         if args.model is None and args.sdxl is None:
@@ -312,6 +315,7 @@ def _run(argv=None) -> int:
             check_file_roles(args.model, args.temporal_layers, args.sdxl)  # headers only
         settings = _settings(args)
         settings, init_frames = init_from_args(args, argv, settings)
+        settings, keyframes = direction_from_args(args, given, settings)  # --prompt-travel, --motion-scale, ...
         control_groups = check_controlnet_args(args, settings.width, settings.height, settings.frames)
         with _errors_named_by_flag(FLAG_OF):
             check_speed_options(args.offload, args.compile)
@@ -362,17 +366,24 @@ def _run(argv=None) -> int:
             return session.run_batch(pipe)
         session.share(pipe)
         negative = None if args.zero_negative else args.negative_prompt
-        for label, text in (("--prompt", args.prompt), ("--negative-prompt", negative)):
+        prompts = [(f"--prompt-travel {k.where}", k.value) for k in keyframes] if keyframes else [("--prompt", args.prompt)]
+        for label, text in (*prompts, ("--negative-prompt", negative)):
             tokens = pipe.text.prompt_tokens(text) if text else 0
             if tokens > 75:
                 chunks = -(-tokens // 75)
                 print(f"{label} is {tokens} tokens: encoded in {chunks} chunks of 75 (CLIP reads 75 at a time)",
                       file=sys.stderr)
-        conditions = pipe.encode(args.prompt, negative, settings.original_size, settings.target_size)
+        if keyframes is not None:
+            conditions = pipe.encode_travel(keyframes, negative, settings.original_size, settings.target_size,
+                                            args.prompt_interpolation, "--prompt-travel")
+        else:
+            conditions = pipe.encode(args.prompt, negative, settings.original_size, settings.target_size)
         controls = controls_from_args(control_groups, pipe)
         init = None if init_frames is None else pipe.encode_video(init_frames, settings.decode_chunk,
                                                                    settings.vae_tiling, settings.frames)
-        with bar(True, settings.steps, "sampling", "step") as advance:
+        from .travel.freeinit import freeinit_options
+
+        with bar(True, settings.steps * freeinit_options(settings.freeinit).iterations, "sampling", "step") as advance:
             latents = pipe.sample(conditions, settings, callback=lambda *_: advance(), controls=controls, init=init)
         with bar(True, settings.frames, "decoding", "frame") as advance:
             frames = pipe.decode(latents, settings.decode_chunk, settings.vae_tiling,

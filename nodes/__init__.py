@@ -10,6 +10,7 @@ from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
 from .lora import HotshotXLLoRA
 from .native.nodes import HotshotXLApplyTemporalLayers, HotshotXLNativeLoader
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
+from .travel import HotshotXLFreeInit, HotshotXLPromptTravel
 from .video import HotshotXLDecode, HotshotXLSaveVideo
 
 host.register_model_folders()
@@ -29,6 +30,8 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLEncode": HotshotXLEncode,
     "HotshotXLApplyTemporalLayers": HotshotXLApplyTemporalLayers,
     "HotshotXLNativeLoader": HotshotXLNativeLoader,
+    "HotshotXLPromptTravel": HotshotXLPromptTravel,
+    "HotshotXLFreeInit": HotshotXLFreeInit,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -46,4 +49,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLEncode": "Hotshot-XL Encode (video to latent)",
     "HotshotXLApplyTemporalLayers": "Hotshot-XL Apply Temporal Layers",
     "HotshotXLNativeLoader": "Hotshot-XL Loader (native MODEL/CLIP/VAE)",
+    "HotshotXLPromptTravel": "Hotshot-XL Prompt Travel",
+    "HotshotXLFreeInit": "Hotshot-XL FreeInit",
 }

@@ -87,20 +87,20 @@ class SamplingPreview:
         return (x_t - math.sqrt(1 - alpha) * out) / math.sqrt(alpha)
 
 
-def sampling_hooks(model, settings, conditioning, controls):
-    """(predictor, step callback) for `model.pipeline.sample` inside ComfyUI; (None, None) outside,
-    where the pipeline samples on its own. Call it where the model's LoRAs are applied."""
+def sampling_hooks(model, settings):
+    """(predictor watcher, step callback) for `model.pipeline.sample(..., watch=)` inside ComfyUI;
+    (None, None) outside, where the pipeline samples on its own."""
     from . import host
 
     if not host.in_comfyui():
         return None, None
     from ..model.denoising.context import context_for
-    from ..model.denoising.loop import guided_predictor
     from ..model.denoising.schedulers import make_scheduler
+    from ..model.travel.freeinit import freeinit_options
 
     pipeline = model.pipeline
     context = context_for(settings.frames, settings.context, pipeline.unet.config.temporal_max_frames)
-    preview = SamplingPreview(model.unet, settings.steps, settings.frames, context,
+    steps = settings.steps * freeinit_options(settings.freeinit).iterations  # FreeInit samples N times
+    preview = SamplingPreview(model.unet, steps, settings.frames, context,
                               make_scheduler(settings.scheduler, pipeline.scheduler_config))
-    predictor = guided_predictor(pipeline.unet, conditioning, settings.guidance, controls)
-    return preview.wrap(predictor), preview.step_done
+    return preview.wrap, preview.step_done

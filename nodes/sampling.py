@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import host
 from .latents import from_comfy_latent, to_comfy_latent
 from .lora import applied
-from .types import CATEGORY, CONDITIONING, CONTEXT_OPTIONS, MODEL, SCHEDULER
+from .types import CATEGORY, CONDITIONING, CONTEXT_OPTIONS, FREEINIT, MODEL, SCHEDULER
 # The option lists, defaults and ranges are model/choices.py's (plain data: no torch or diffusers import).
 from ..model import choices
 from ..model.errors import InputError
@@ -34,7 +34,9 @@ def _on_cpu(conditions):
 
     device = host.intermediate_device()
 
-    def moved(c: Conditioning) -> Conditioning:
+    def moved(c):
+        if not isinstance(c, Conditioning):  # prompt travel (model/travel/prompts.py)
+            return c.to(device)
         return Conditioning(c.context.to(device), c.pooled.to(device), c.tokens)
 
     return Conditions(moved(conditions.positive), moved(conditions.negative), conditions.time_ids.to(device))
@@ -135,6 +137,12 @@ class HotshotXLSampler:
                 "denoise": ("FLOAT", {"default": SETTING["strength"], "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "With a latent: how much of it is redrawn, as KSampler's denoise "
                                                  "(about denoise x steps steps run). 1 without a latent."}),
+                "motion_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
+                                           "tooltip": "Motion strength: a scale on the temporal layers' update. 0: "
+                                                      "the SDXL image model frame by frame (no motion); 1: Hotshot-XL "
+                                                      "as released; above 1: stronger motion."}),
+                "freeinit": (FREEINIT, {"tooltip": "Optional: FreeInit (from Hotshot-XL FreeInit), "
+                                                                "sampling several times for temporal consistency."}),
             },
         }
 
@@ -160,7 +168,7 @@ class HotshotXLSampler:
         return True
 
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
-               noise="independent", custom_scheduler=None, latent=None, denoise=1.0):
+               noise="independent", custom_scheduler=None, latent=None, denoise=1.0, motion_scale=1.0, freeinit=None):
         from ..model.denoising.context import ContextOptions
         from ..model.pipeline import Settings
         from ..model.denoising.loop import Conditions
@@ -184,14 +192,22 @@ class HotshotXLSampler:
             init = init.expand(-1, -1, frames, -1, -1)
         elif denoise != 1.0:
             raise InputError("denoise", f"is {denoise}: below 1 it needs a latent to start from (connect latent)")
+        from ..model.travel.freeinit import FreeInitOptions, cost_line
+
+        if freeinit is not None and not isinstance(freeinit, FreeInitOptions):
+            raise InputError("freeinit", f"expected Hotshot-XL FreeInit options, got {type(freeinit).__name__}")
+        freeinit = freeinit or FreeInitOptions()
         settings = Settings(width=width, height=height, frames=frames, steps=steps, guidance=cfg, seed=seed,
-                            scheduler=scheduler, context=context_options, noise=noise, strength=denoise)
+                            scheduler=scheduler, context=context_options, noise=noise, strength=denoise,
+                            motion_scale=motion_scale, freeinit=freeinit)
         try:
             settings.check()
         except InputError as error:
             raise InputError(_INPUT_OF.get(error.name, error.name), error.problem) from None
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 0xFFFFFFFFFFFFFFFF:
             raise InputError("seed", f"must be a whole number from 0 to 2^64-1, got {seed!r}")
+        if hasattr(conditioning.positive, "check"):  # prompt travel: its keyframes within the video
+            conditioning.positive.check(frames)
         width_needed = model.pipeline.unet.config.cross_attention_dim
         if conditioning.positive.context.shape[-1] != width_needed:
             raise InputError("conditioning", f"was encoded by a different model (text states of width "
@@ -201,13 +217,17 @@ class HotshotXLSampler:
 
         controls, handles = prepare_controls(conditioning, width, height, frames)
         host.load(model.unet, *handles, memory_required=_activation_bytes(settings, model.unet))
+        if freeinit.iterations > 1:
+            import sys
+
+            print(f"Hotshot-XL Sampler: {cost_line(freeinit, steps)}", file=sys.stderr)
         from .preview import sampling_hooks
 
         with applied(model, "unet"):  # the model's LoRAs at strength_model, removed afterwards
             # Inside ComfyUI: progress per window and every frame previewed (nodes/preview.py).
-            predictor, callback = sampling_hooks(model, settings, conditioning, controls)
-            latents = model.pipeline.sample(conditioning, settings, callback, predictor=predictor, controls=controls,
-                                            init=init)
+            watch, callback = sampling_hooks(model, settings)
+            latents = model.pipeline.sample(conditioning, settings, callback, controls=controls, init=init,
+                                            watch=watch)
         return (to_comfy_latent(latents, model.latent_scale),)
 
 

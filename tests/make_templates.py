@@ -71,6 +71,9 @@ CATALOGUE = {
     "hotshot_xl_controlnet_from_video.json": (
         "Hotshot-XL - ControlNet (Canny) from a video",
         "Canny edges of an input video steer an SDXL ControlNet while Hotshot-XL generates the frames."),
+    "hotshot_xl_prompt_travel_32_frames.json": (
+        "Hotshot-XL - prompt travel over 32 frames",
+        "Keyframed prompts blended frame by frame over 32 frames, sampled in context windows."),
     "hotshot_xl_native_text_to_video.json": (
         "Hotshot-XL native - Load Checkpoint + KSampler",
         "Any SDXL checkpoint through core Load Checkpoint, Hotshot-XL's temporal layers applied to its MODEL, "

@@ -267,4 +267,17 @@ def shrink(prompt: dict, configs: str, names: dict | None = None) -> dict:
         if node["class_type"] == "HotshotXLContextOptions":
             inputs["length"] = min(inputs["length"], 3)
             inputs["overlap"] = min(inputs["overlap"], 1)
+        if node["class_type"] == "HotshotXLPromptTravel":
+            inputs["keyframes"] = fit_keyframes(inputs["keyframes"], TINY["frames"])
     return prompt
+
+
+def fit_keyframes(text: str, frames: int) -> str:
+    """Prompt travel keyframe lines moved proportionally onto a `frames`-frame video (the last
+    keyframe on the last frame; keyframes that land on one frame keep the first)."""
+    keyframes = [line.partition(":") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    last = max(int(frame) for frame, _, _ in keyframes) or 1
+    fitted = {}
+    for frame, _, prompt in keyframes:
+        fitted.setdefault(round(int(frame) * (frames - 1) / last), prompt.strip())
+    return "\n".join(f"{frame}: {prompt}" for frame, prompt in fitted.items())

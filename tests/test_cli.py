@@ -126,6 +126,18 @@ BAD_INPUTS = [
     (TINY + ["--context-length", "25"], "--context-length: must be 1 to 24 frames"),
     (TINY + ["--context-stride", "3"], "--context-stride: must be a power of two (1, 2, 4, ...), got 3"),
     (TINY + ["--compile", "--offload", "sequential"], "--compile: cannot be combined with sequential offload"),
+    (TINY + ["--prompt-travel", "0: a | 9: b"], "--prompt-travel: keyframe 2 ('9: b'): frame 9 is past the last frame "
+     "of a 8-frame video (frames count from 0 to 7)"),
+    (TINY + ["--prompt-travel", "0: a | 0: b"], "--prompt-travel: keyframe 2 ('0: b'): frame 0 is given twice"),
+    (TINY + ["--prompt-travel", "2: a | 1: b"], "--prompt-travel: keyframe 2 ('1: b'): frame 1 comes after frame 2"),
+    (TINY + ["--prompt-travel", "0: a | 4:"], "--prompt-travel: keyframe 2 ('4:'): empty prompt"),
+    (TINY + ["--prompt-travel", "0: a", "--prompt", "b"], "--prompt-travel: give either --prompt or --prompt-travel"),
+    (TINY + ["--prompt-travel", "{tmp}/none.txt"], "--prompt-travel: '{tmp}/none.txt' is neither a file nor keyframes"),
+    (TINY + ["--motion-scale", "inf"], "--motion-scale: the scale: must be a finite number, got inf"),
+    (TINY + ["--motion-scale", "-1"], "--motion-scale: the scale: must be zero or more"),
+    (TINY + ["--motion-scale", "0: 1 | 2: x"], "--motion-scale: keyframe 2 ('2: x'): expected a number, got 'x'"),
+    (TINY + ["--freeinit", "0"], "--freeinit: must be a whole number of at least 1 (1: plain sampling), got 0"),
+    (TINY + ["--freeinit-cutoff", "nan"], "--freeinit-cutoff: must be a number in (0, 1]"),
     (["--model", "{tmp}/nowhere"], "{tmp}/nowhere: expected a Hotshot-XL model folder"),
     (["--model", "{fixtures}/hotshot-xl-tiny", "--tokenizer", "/nonexistent"], "--tokenizer: /nonexistent does not "
      "exist; expected a model folder with tokenizer/ and tokenizer_2/"),

@@ -370,6 +370,38 @@ def test_lora_branches_of_one_loader_stay_apart(comfy):
         assert torch.equal(again[name], first[name]), name
 
 
+def test_prompt_travel_over_32_frames_in_windows_runs_in_comfyui(comfy):
+    """The shipped prompt travel workflow at its own 32 frames, keyframes and windows (tiny sizes
+    and steps otherwise), with FreeInit attached; then keyframes past the end fail naming the input
+    and the line, and the server keeps running."""
+    workflow = load_json(API_WORKFLOWS / "hotshot_xl_prompt_travel_32_frames.json")
+    (travel_id,) = nodes_of(workflow, "HotshotXLPromptTravel")
+    keyframes = workflow[travel_id]["inputs"]["keyframes"]
+    prompt = shrink(workflow, configs=TINY_FOLDER.name, names=TINY_NAMES)
+    (sampler,) = nodes_of(prompt, "HotshotXLSampler")
+    (context,) = nodes_of(prompt, "HotshotXLContextOptions")
+    (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
+    prompt[travel_id]["inputs"]["keyframes"] = keyframes  # 0, 12, 22, 31: the shipped ones
+    prompt[sampler]["inputs"].update(frames=32, steps=1, motion_scale=0.8, freeinit=["90", 0])
+    prompt[context]["inputs"].update(length=8, overlap=4)
+    prompt["90"] = {"class_type": "HotshotXLFreeInit", "inputs": {"iterations": 2, "filter": "gaussian",
+                                                                  "cutoff": 0.25}}
+    entry = succeeded(comfy.wait(comfy.queue(prompt), timeout=300))
+    frames, fps = read_video(saved_file(comfy, entry, save_id))
+    assert frames.shape == (32, TINY["height"], TINY["width"], 3) and fps == Fraction(8)
+    assert frames.float().std() > 2
+    assert "FreeInit: 2 iterations, so the video is sampled 2 times (2 steps instead of 1" in comfy.log_text()
+
+    prompt[travel_id]["inputs"]["keyframes"] = keyframes + "\n40: the same tree, next spring"
+    entry = comfy.wait(comfy.queue(prompt), timeout=300)
+    (failure,) = history_messages(entry, "execution_error")
+    assert failure["node_type"] == "HotshotXLSampler"
+    assert failure["exception_message"].startswith("keyframes: line 5: frame 40 is past the last frame of a "
+                                                   "32-frame video")
+    prompt[travel_id]["inputs"]["keyframes"] = keyframes
+    succeeded(comfy.wait(comfy.queue(prompt), timeout=300))
+
+
 # ---- The native path: Hotshot-XL's motion on a core MODEL, sampled by core nodes ----------------------
 
 import subprocess  # noqa: E402

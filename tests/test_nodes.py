@@ -368,7 +368,7 @@ def test_interrupted_sampling_stops_between_steps(pack, nodes, tiny, monkeypatch
     class Interrupted(Exception):
         pass
 
-    def interrupting_hooks(model, settings, conditioning, controls):
+    def interrupting_hooks(model, settings):
         def callback(step, total, latents):
             calls.append((step, total))
             if step == 1:

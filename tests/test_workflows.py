@@ -128,6 +128,9 @@ def test_workflow_defaults_are_the_release_settings(name):
     if "long_video" in name:
         assert (sampler["width"], sampler["height"], sampler["frames"]) == (1280, 720, 80)
         assert nodes_of(prompt, "HotshotXLContextOptions")
+    elif "prompt_travel" in name:  # prompt travel over 32 frames in windows
+        assert (sampler["width"], sampler["height"]) in RELEASE_SIZES and sampler["frames"] == 32
+        assert nodes_of(prompt, "HotshotXLContextOptions") and nodes_of(prompt, "HotshotXLPromptTravel")
     else:
         assert (sampler["width"], sampler["height"]) in RELEASE_SIZES and sampler["frames"] == 8
 
@@ -163,21 +166,24 @@ def test_api_workflow_runs_and_matches_the_headless_pipeline(classes, headless, 
 
 
 def check_run_matches_headless(prompt, outputs, ui, headless, host_env):
-    (encode_id,) = nodes_of(prompt, "HotshotXLTextEncode")
+    (encode_id,) = nodes_of(prompt, "HotshotXLTextEncode") or nodes_of(prompt, "HotshotXLPromptTravel")
     (sampler_id,) = nodes_of(prompt, "HotshotXLSampler")
     (decode_id,) = nodes_of(prompt, "HotshotXLDecode")
     (save_id,) = nodes_of(prompt, "HotshotXLSaveVideo")
     text, sampler, decode = (prompt[i]["inputs"] for i in (encode_id, sampler_id, decode_id))
-    conditions = headless.encode(text["prompt"], text["negative_prompt"],
-                                 (text["original_width"], text["original_height"]),
-                                 (text["target_width"], text["target_height"]))
+    sizes = (text["original_width"], text["original_height"]), (text["target_width"], text["target_height"])
+    if "keyframes" in text:  # Prompt Travel
+        conditions = headless.encode_travel(text["keyframes"], text["negative_prompt"], *sizes, text["interpolation"])
+    else:
+        conditions = headless.encode(text["prompt"], text["negative_prompt"], *sizes)
     context = None
     if "context_options" in sampler:  # the library's own options, equal to what the node made
         context = ContextOptions(**prompt[sampler["context_options"][0]]["inputs"])
         assert dataclasses.asdict(outputs[sampler["context_options"][0]][0]) == dataclasses.asdict(context)
     settings = Settings(width=sampler["width"], height=sampler["height"], frames=sampler["frames"],
                         steps=sampler["steps"], guidance=sampler["cfg"], seed=sampler["seed"],
-                        scheduler=sampler["scheduler"], context=context, noise=sampler.get("noise", "independent"))
+                        scheduler=sampler["scheduler"], context=context, noise=sampler.get("noise", "independent"),
+                        motion_scale=sampler.get("motion_scale", 1.0))
     settings.check()
     expected = headless.decode(headless.sample(conditions, settings), decode["frames_per_chunk"], decode["tiling"])
 

@@ -123,11 +123,12 @@ def control_residuals(controls, model_input: torch.Tensor, timestep, context: to
         # (batch, 4, f, h, w) -> (batch*f, 4, h, w), frames inner, as the UNet folds them
         sample = model_input.transpose(1, 2).reshape(batch * count, channels, height, width).to(device, dtype)
         images = control.images(frames).to(device, dtype).repeat(batch, 1, 1, 1)  # (batch*f, 3, H, W)
-        added = {"text_embeds": pooled.to(device, dtype).repeat_interleave(count, 0),
-                 "time_ids": time_ids.to(device).repeat_interleave(count, 0)}
+        repeats = batch * count // context.shape[0]  # 1 when the text is per image already (prompt travel)
+        added = {"text_embeds": pooled.to(device, dtype).repeat_interleave(repeats, 0),
+                 "time_ids": time_ids.to(device).repeat_interleave(repeats, 0)}
         with torch.no_grad():
             res_down, res_mid = net(sample, timestep, encoder_hidden_states=context.to(device, dtype).repeat_interleave(
-                count, 0), controlnet_cond=images, conditioning_scale=float(control.strength),
+                repeats, 0), controlnet_cond=images, conditioning_scale=float(control.strength),
                 added_cond_kwargs=added, return_dict=False)
         if down is None:
             down, mid = list(res_down), res_mid

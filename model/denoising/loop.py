@@ -57,16 +57,26 @@ def call_predictor(predict: Predictor, latents: torch.Tensor, timestep, frames=N
     return predict(latents, timestep)
 
 
-def guided_predictor(unet, conditions: Conditions, guidance: float, controls=()) -> Predictor:
+def guided_predictor(unet, conditions: Conditions, guidance: float, controls=(), motion=None) -> Predictor:
     """Classifier-free guidance (as the original: on when guidance > 1), both halves in one batch.
 
     `controls`: ControlNets (controlnet.Control) whose residuals go into both halves of every UNet
-    call, each with the control frames of the call's own frames.
+    call, each with the control frames of the call's own frames. A positive travel.PromptTravel
+    gives each frame its own text (rows per image); `motion` (travel.MotionScale, None: 1) scales
+    the temporal layers' update.
     """
     cfg = guidance > 1.0
-    context, pooled, time_ids = conditions.batch(unet.device, unet.dtype, cfg)
+    travel = not isinstance(conditions.positive, Conditioning)  # prompt travel: text per frame
+    if travel:
+        from ..travel.prompts import frame_batch
+
+        conditions = Conditions(conditions.positive.to(unet.device), conditions.negative, conditions.time_ids)
+    fixed = None if travel else conditions.batch(unet.device, unet.dtype, cfg)
 
     def predict(latents: torch.Tensor, timestep: torch.Tensor, frames=None, step=None) -> torch.Tensor:
+        indices = range(latents.shape[2]) if frames is None else frames
+        context, pooled, time_ids = fixed or frame_batch(conditions, indices, unet.device, unet.dtype, cfg)
+        extra = {} if motion is None else {"motion_scale": motion.for_frames(indices)}
         model_input = latents.to(unet.device, unet.dtype)
         if cfg:
             model_input = torch.cat([model_input, model_input])
@@ -75,7 +85,7 @@ def guided_predictor(unet, conditions: Conditions, guidance: float, controls=())
             from ..controlnet.apply import control_residuals
 
             residuals = control_residuals(controls, model_input, timestep, context, pooled, time_ids, frames, step)
-        noise = unet(model_input, timestep, context, pooled, time_ids, **residuals).float()
+        noise = unet(model_input, timestep, context, pooled, time_ids, **residuals, **extra).float()
         if cfg:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance * (cond - uncond)

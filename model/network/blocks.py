@@ -105,8 +105,9 @@ class ResnetBlock(nn.Module):
         images, _, height, width = x.shape
         out_channels = self.conv1.out_channels
         in_channels = sum(part.shape[1] for part in parts)
-        # (batch, out) -> (batch*frames, out, 1, 1)
-        t = self.time_emb_proj(F.silu(temb)).to(x.dtype).repeat_interleave(frames, dim=0)[:, :, None, None]
+        # (batch, out) -> (batch*frames, out, 1, 1); per-image temb (prompt travel) is already that
+        t = self.time_emb_proj(F.silu(temb)).to(x.dtype).repeat_interleave(images // temb.shape[0], dim=0)
+        t = t[:, :, None, None]
         # Per image: the concatenated input, its normalised copy and a conv output.
         image_bytes = (2 * in_channels + out_channels) * height * width * x.element_size()
         chunks = pieces(images, image_bytes, resolve_budget(self.piece_budget, x.device))
@@ -204,8 +205,9 @@ class SpatialTransformer(nn.Module):
             h = h.permute(0, 2, 3, 1).reshape(-1, height * width, channels)  # (images, h*w, c)
             if self.linear_projection:
                 h = self.proj_in(h)
+            text = context[rows] if context.shape[0] == images else context[videos]  # per image: prompt travel
             for block in self.transformer_blocks:
-                h = block(h, context[videos])
+                h = block(h, text)
             if self.linear_projection:
                 h = self.proj_out(h)
             h = h.view(-1, height, width, channels).permute(0, 3, 1, 2)
@@ -294,7 +296,7 @@ class DownBlock(nn.Module):
         is_last = index == config.num_blocks - 1
         self.downsamplers = None if is_last else nn.ModuleList([Downsample(out_channels)])
 
-    def forward(self, x, temb, context, frames: int, temporal: bool):
+    def forward(self, x, temb, context, frames: int, temporal: bool, motion_scale=None):
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb, frames)
@@ -302,7 +304,7 @@ class DownBlock(nn.Module):
             if self.attentions is not None:
                 x = self.attentions[i](x, context, frames, out=x)
             if temporal:
-                x = self.temporal_attentions[i](x, frames, out=x)
+                x = self.temporal_attentions[i](x, frames, out=x, motion=motion_scale)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -372,14 +374,15 @@ class UpBlock(nn.Module):
         is_last = index == config.num_blocks - 1
         self.upsamplers = None if is_last else nn.ModuleList([Upsample(out_channels)])
 
-    def forward(self, x, skips: list, temb, context, frames: int, temporal: bool, upsample_size=None):
+    def forward(self, x, skips: list, temb, context, frames: int, temporal: bool, upsample_size=None,
+                motion_scale=None):
         """`skips` is consumed (popped from the end): each skip is freed as soon as it is used."""
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb, frames, skip=skips.pop())
             if self.attentions is not None:
                 x = self.attentions[i](x, context, frames, out=x)
             if temporal:
-                x = self.temporal_attentions[i](x, frames, out=x)
+                x = self.temporal_attentions[i](x, frames, out=x, motion=motion_scale)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
         return x

@@ -100,8 +100,10 @@ class TransformerTemporal(nn.Module):
         self.proj_out = nn.Linear(channels, channels)
         self.piece_budget: int | str | None = "auto"
 
-    def forward(self, x: torch.Tensor, frames: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """x (batch*frames, channels, h, w) -> x + temporal update; `out` may be x itself."""
+    def forward(self, x: torch.Tensor, frames: int, out: torch.Tensor | None = None,
+                motion: float | torch.Tensor | None = None) -> torch.Tensor:
+        """x (batch*frames, channels, h, w) -> x + temporal update; `out` may be x itself. `motion`
+        (motion strength, travel/motion.py): the update times a number or per image (batch*frames, 1, 1, 1)."""
         batch_frames, channels, height, width = x.shape
         out = empty_like_layout(x, channels) if out is None else out
         scale, shift = self.norm.scale_shift([x], frames=1)  # statistics of each whole frame
@@ -116,7 +118,12 @@ class TransformerTemporal(nn.Module):
             for block in self.transformer_blocks:
                 h = block(h, frames)
             h = self.proj_out(h).view(batch_frames, -1, width, channels).permute(0, 3, 1, 2)
-            torch.add(part, h, out=out[:, :, rows])
+            if motion is None:
+                torch.add(part, h, out=out[:, :, rows])
+            elif torch.is_tensor(motion):
+                torch.addcmul(part, h, motion, out=out[:, :, rows])
+            else:
+                torch.add(part, h, alpha=motion, out=out[:, :, rows])
         return out
 
     def train_forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:

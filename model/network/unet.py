@@ -98,7 +98,9 @@ class HotshotXLUNet(nn.Module):
 
     def _embed_time(self, timestep, batch: int, text_embeds: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
         timestep = torch.as_tensor(timestep, device=self.device)
-        timestep = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep.reshape(batch)
+        # `batch` rows: one per video, or one per image with per-frame text (prompt travel)
+        timestep = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else \
+            timestep.reshape(-1).repeat_interleave(batch // timestep.numel())
         emb = self.time_embedding(self.time_proj(timestep).to(self.dtype))  # (batch, temb)
         time_embeds = self.add_time_proj(time_ids.flatten()).reshape(batch, -1)  # (batch, 6*256)
         added = torch.cat([text_embeds.to(time_embeds.dtype), time_embeds], dim=-1).to(self.dtype)
@@ -108,21 +110,32 @@ class HotshotXLUNet(nn.Module):
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None,
                 down_residuals: list[torch.Tensor] | None = None,
-                mid_residual: torch.Tensor | None = None) -> torch.Tensor:
+                mid_residual: torch.Tensor | None = None, motion_scale=None) -> torch.Tensor:
         """`down_residuals` (one per skip, conv_in's first) and `mid_residual`: a ControlNet's
         additions to the skips and to the mid block's output, each (batch*frames, c, h, w) in the
-        folded layout below (see controlnet/apply.py)."""
+        folded layout below (see controlnet/apply.py). The text inputs may also hold one row per
+        image, (batch*frames, ...), frame inner (prompt travel); `motion_scale` scales the temporal
+        layers' update: a number (0 skips them, 1 or None is the plain path) or one per frame."""
         if sample.ndim != 5:
             raise InputError("sample", f"expected (batch, channels, frames, height, width), got {tuple(sample.shape)}")
         batch, _, frames, height, width = sample.shape
         temporal = frames > 1 if temporal is None else temporal
+        if motion_scale is not None:
+            from ..travel.motion import frames_as_images, unet_motion_scale
+
+            on, motion_scale = unet_motion_scale(motion_scale, batch, frames, self.device, self.dtype)
+            if not on and frames > 1:  # the SDXL image model frame by frame: each frame a video of its own
+                images = frames_as_images(sample, timestep, encoder_hidden_states, text_embeds, time_ids)
+                out = self.forward(*images, temporal=False, down_residuals=down_residuals, mid_residual=mid_residual)
+                return out.view(batch, frames, -1, height, width).transpose(1, 2)
+            temporal = temporal and on
         if temporal and frames > self.config.temporal_max_frames:
             raise InputError(
                 "frames", f"{frames} frames in one UNet pass, but the temporal layers know "
                 f"{self.config.temporal_max_frames} positions; use context windows for longer videos")
 
         dtype = self.dtype
-        temb = self._embed_time(timestep, batch, text_embeds, time_ids)
+        temb = self._embed_time(timestep, text_embeds.shape[0], text_embeds, time_ids)
         context = encoder_hidden_states.to(dtype)
 
         # (batch, c, frames, h, w) -> (batch*frames, c, h, w): frames folded into the batch.
@@ -131,7 +144,7 @@ class HotshotXLUNet(nn.Module):
 
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = block(x, temb, context, frames, temporal)
+            x, block_skips = block(x, temb, context, frames, temporal, motion_scale)
             skips.extend(block_skips)
         if down_residuals is not None:
             # The mid block must see the last skip as it was (it is x itself): add beside it there.
@@ -146,7 +159,7 @@ class HotshotXLUNet(nn.Module):
             del skips[-len(block.resnets):]
             # Sizes not divisible by the total downsampling need the skip's exact size on the way up.
             upsample_size = skips[-1].shape[-2:] if skips and block.upsamplers is not None else None
-            x = block(x, block_skips, temb, context, frames, temporal, upsample_size)
+            x = block(x, block_skips, temb, context, frames, temporal, upsample_size, motion_scale)
 
         x = self._out(x, frames)
         # (batch*frames, c, h, w) -> (batch, c, frames, h, w)
