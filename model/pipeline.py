@@ -56,6 +56,7 @@ class Settings:
     noise: str = SETTINGS_DEFAULTS["noise"]  # initial noise for long videos: see context.NOISE_TYPES
     vae_tiling: str = SETTINGS_DEFAULTS["vae_tiling"]  # decode frames in tiles: auto, on, off
     strength: float = SETTINGS_DEFAULTS["strength"]  # video-to-video: how far from the init video (see video2video/)
+    cache_interval: int = SETTINGS_DEFAULTS["cache_interval"]  # step caching: see denoising/step_cache.py
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""
@@ -90,6 +91,9 @@ class Settings:
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
                 or not 0 <= self.strength <= 1:
             raise InputError("strength", f"must be a number from 0 to 1, got {self.strength!r}")
+        from .denoising.step_cache import check_interval
+
+        check_interval(self.cache_interval)
 
 
 def check_speed_options(offload: str = "none", compile: bool = False) -> None:
@@ -211,7 +215,8 @@ class HotshotXLPipeline:
             noise = freenoise(noise, window.length, window.overlap, generator)
         scheduler = make_scheduler(settings.scheduler, self.scheduler_config)
         with self._running(self.unet, *nets):
-            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance, controls)
+            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance, controls,
+                                                    settings.cache_interval)
             if context is not None:
                 predict = windowed_predictor(predict, context, self.distributed and self.distributed.windows)
             init = None if init is None else init.to(self.device)

@@ -57,14 +57,20 @@ def call_predictor(predict: Predictor, latents: torch.Tensor, timestep, frames=N
     return predict(latents, timestep)
 
 
-def guided_predictor(unet, conditions: Conditions, guidance: float, controls=()) -> Predictor:
+def guided_predictor(unet, conditions: Conditions, guidance: float, controls=(), cache_interval: int = 1) -> Predictor:
     """Classifier-free guidance (as the original: on when guidance > 1), both halves in one batch.
 
     `controls`: ControlNets (controlnet.Control) whose residuals go into both halves of every UNet
-    call, each with the control frames of the call's own frames.
+    call, each with the control frames of the call's own frames. `cache_interval` N > 1: the whole
+    UNet runs every N steps, only its outermost blocks in between (step_cache.py).
     """
     cfg = guidance > 1.0
     context, pooled, time_ids = conditions.batch(unet.device, unet.dtype, cfg)
+    step_cache = None
+    if cache_interval != 1:
+        from .step_cache import StepCache
+
+        step_cache = StepCache(unet, cache_interval)
 
     def predict(latents: torch.Tensor, timestep: torch.Tensor, frames=None, step=None) -> torch.Tensor:
         model_input = latents.to(unet.device, unet.dtype)
@@ -75,13 +81,17 @@ def guided_predictor(unet, conditions: Conditions, guidance: float, controls=())
             from ..controlnet.apply import control_residuals
 
             residuals = control_residuals(controls, model_input, timestep, context, pooled, time_ids, frames, step)
-        noise = unet(model_input, timestep, context, pooled, time_ids, **residuals).float()
+        if step_cache is None:
+            noise = unet(model_input, timestep, context, pooled, time_ids, **residuals).float()
+        else:
+            noise = step_cache(model_input, timestep, context, pooled, time_ids, frames, step, **residuals).float()
         if cfg:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance * (cond - uncond)
         return noise.to(latents.device)
 
     predict.takes_position = True
+    predict.step_cache = step_cache  # for tests and benchmarks: its call counts
     return predict
 
 
