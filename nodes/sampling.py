@@ -135,6 +135,11 @@ class HotshotXLSampler:
                 "denoise": ("FLOAT", {"default": SETTING["strength"], "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "With a latent: how much of it is redrawn, as KSampler's denoise "
                                                  "(about denoise x steps steps run). 1 without a latent."}),
+                "cache_interval": ("INT", {"default": SETTING["cache_interval"], "min": 1, "max": 1000,
+                                           "tooltip": "Step caching (DeepCache-style): the whole UNet runs every N "
+                                                      "steps, only its outermost blocks in between, reusing the deep "
+                                                      "features. 1 is off (exact); 2-4 are faster at some cost in "
+                                                      "fidelity."}),
             },
         }
 
@@ -148,7 +153,7 @@ class HotshotXLSampler:
                    "chosen scheduler, with progress, Cancel between steps, and a preview of the middle frame.")
 
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
-               noise="independent", custom_scheduler=None, latent=None, denoise=1.0):
+               noise="independent", custom_scheduler=None, latent=None, denoise=1.0, cache_interval=1):
         from ..model.denoising.context import ContextOptions
         from ..model.pipeline import Settings
         from ..model.denoising.loop import Conditions
@@ -173,7 +178,8 @@ class HotshotXLSampler:
         elif denoise != 1.0:
             raise InputError("denoise", f"is {denoise}: below 1 it needs a latent to start from (connect latent)")
         settings = Settings(width=width, height=height, frames=frames, steps=steps, guidance=cfg, seed=seed,
-                            scheduler=scheduler, context=context_options, noise=noise, strength=denoise)
+                            scheduler=scheduler, context=context_options, noise=noise, strength=denoise,
+                            cache_interval=cache_interval)
         try:
             settings.check()
         except InputError as error:

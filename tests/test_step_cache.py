@@ -119,6 +119,15 @@ def test_controlnet_residuals_reach_the_cached_steps(pipe, conditions, fixtures_
     assert torch.isfinite(controlled).all() and not torch.equal(controlled, uncontrolled)
 
 
+def test_cli_flag_reaches_the_settings():
+    from model.sample import _settings, build_parser
+
+    flags = ["--model", "tiny-random", "--out", "x.mp4"]
+    assert _settings(build_parser().parse_args(flags)).cache_interval == 1
+    assert _settings(build_parser().parse_args(flags + ["--cache-interval", "3"])).cache_interval == 3
+    assert _settings(build_parser().parse_args(flags + ["--deepcache", "2"])).cache_interval == 2
+
+
 @pytest.mark.parametrize("value", [0, -2, 1.5, True, "3"])
 def test_bad_interval_names_the_setting(pipe, value):
     with pytest.raises(InputError, match="^cache_interval: "):
