@@ -49,9 +49,9 @@ def main() -> None:
 
     import torch
 
-    from model.context import ContextOptions
+    from model.denoising.context import ContextOptions
     from model.pipeline import Settings
-    from model.sampling import guided_predictor
+    from model.denoising.loop import guided_predictor
 
     print("machine:", _common.describe(_common.machine()))
     print(f"config {args.config}, {args.dtype}, {args.frames} frames at {args.size}x{args.size}, "

@@ -62,8 +62,8 @@ def label_modules(unet) -> list:
     """Forward hooks putting each block and each layer in a profiler range of its own name."""
     import torch
 
-    from model.blocks import Downsample, ResnetBlock, SpatialTransformer, Upsample
-    from model.temporal import TransformerTemporal
+    from model.network.blocks import Downsample, ResnetBlock, SpatialTransformer, Upsample
+    from model.network.temporal import TransformerTemporal
 
     kinds = {ResnetBlock: "resnets", SpatialTransformer: "spatial transformers",
              TransformerTemporal: "temporal layers", Downsample: "down/upsamplers", Upsample: "down/upsamplers"}
@@ -102,9 +102,9 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from model.config import UNetConfig
-    from model.precision import resolve_dtype
-    from model.unet import HotshotXLUNet
+    from model.network.config import UNetConfig
+    from model.memory.precision import resolve_dtype
+    from model.network.unet import HotshotXLUNet
 
     dtype = resolve_dtype(args.dtype, torch.device("cpu"))
     config = _common.diffusers_config(args.config)

@@ -322,9 +322,9 @@ def slim_pipe(pipe):
     """
     from diffusers import AutoencoderKL
 
-    from model.config import UNetConfig
+    from model.network.config import UNetConfig
     from model.pipeline import HotshotXLPipeline
-    from model.unet import HotshotXLUNet
+    from model.network.unet import HotshotXLUNet
 
     config = UNetConfig(block_out_channels=(8, 16, 16), down_cross_attention=(False, False, True),
                         up_cross_attention=(True, False, False), layers_per_block=1,
