@@ -74,6 +74,11 @@ def main() -> None:
               f"{timed.others_cores:.2f} cores{calls}", flush=True)
         return latents, timed
 
+    # One untimed step first: the process's first UNet call pays one-time costs (oneDNN picks and caches
+    # kernels, the allocator grows) that would otherwise land on whichever run came first.
+    with _common.Timed() as warm:
+        pipe.sample(conditions, Settings(**{**vars(settings), "steps": 1}))
+    print(f"warm-up (one uncached step, untimed in the table): {warm.seconds:.1f} s", flush=True)
     times = {interval: [] for interval in [1, *args.interval]}
     latents = {}
     for round_ in range(args.rounds):
