@@ -31,7 +31,8 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 # The generation settings' defaults: pipeline.Settings' fields, the CLI's flags and the nodes' inputs read them.
 SETTINGS_DEFAULTS = {"width": 672, "height": 384, "frames": 8, "steps": 30, "guidance": 5.0, "seed": 455,
                      "original_size": (1920, 1080), "target_size": (512, 512),  # width, height, as inference.py
-                     "decode_chunk": 4, "noise": "independent", "vae_tiling": "auto", "strength": 1.0}
+                     "decode_chunk": 4, "noise": "independent", "vae_tiling": "auto", "strength": 1.0,
+                     "cache_interval": 1}  # 1: no step caching
 DEFAULT_PROMPT = "a bulldog in the captains chair of a spaceship, hd, high quality"
 DEFAULT_NEGATIVE_PROMPT = "blurry"
 

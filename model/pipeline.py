@@ -61,6 +61,7 @@ class Settings:
     # FreeInit (iterations, or travel.freeinit.FreeInitOptions; 1: plain sampling).
     motion_scale: float | dict | str = 1.0
     freeinit: int | FreeInitOptions = 1  # noqa: F821 (travel.freeinit's; imported lazily)
+    cache_interval: int = SETTINGS_DEFAULTS["cache_interval"]  # step caching: see denoising/step_cache.py
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting, before any heavy work."""
@@ -98,10 +99,14 @@ class Settings:
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
                 or not 0 <= self.strength <= 1:
             raise InputError("strength", f"must be a number from 0 to 1, got {self.strength!r}")
+        from .denoising.step_cache import check_interval
         from .travel.freeinit import freeinit_options
         from .travel.motion import motion_scale
 
-        motion_scale(self.motion_scale, self.frames)
+        check_interval(self.cache_interval)
+        if motion_scale(self.motion_scale, self.frames) is not None and self.cache_interval != 1:
+            raise InputError("cache_interval", "step caching reuses features the temporal layers made at full "
+                             "strength: use it with motion_scale 1, or set cache_interval to 1")
         freeinit_options(self.freeinit)
 
 
@@ -264,7 +269,8 @@ class HotshotXLPipeline:
         noise = new_noise(noise)
         scheduler = make_scheduler(settings.scheduler, self.scheduler_config)
         with self._running(self.unet, *nets):
-            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance, controls, motion)
+            predict = predictor or guided_predictor(self.unet, conditions, settings.guidance, controls, motion,
+                                                    settings.cache_interval)
             if watch is not None:
                 predict = watch(predict)
             if context is not None:

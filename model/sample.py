@@ -45,7 +45,7 @@ FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "step
            "target_size": "--target-size", "decode_chunk": "--decode-chunk", "seed": "--seed",
            "noise": "--noise", "vae_tiling": "--vae-tiling", "offload": "--offload", "compile": "--compile",
            "timestep_spacing": "--timestep-spacing", "prediction_type": "--prediction-type",
-           "zero_terminal_snr": "--zero-terminal-snr",
+           "zero_terminal_snr": "--zero-terminal-snr", "cache_interval": "--cache-interval",
            "model": "--model", "temporal_layers": "--temporal-layers", "sdxl": "--sdxl", "tokenizer": "--tokenizer",
            "configs": "--configs", "dtype": "--dtype", "device": "--device",
            "fps": "--fps", "loop": "--loop", "overwrite": "--overwrite", "frames_per_chunk": "--decode-chunk",
@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--decode-chunk", type=int, default=SETTING["decode_chunk"], help="frames decoded by the VAE at once")
     gen.add_argument("--vae-tiling", default=SETTING["vae_tiling"], choices=VAE_TILING,
                      help="decode each frame in overlapping 512 px tiles to bound memory; auto: above 768x768 pixels")
+    gen.add_argument("--cache-interval", "--deepcache", type=int, default=SETTING["cache_interval"], metavar="N",
+                     help="step caching (DeepCache-style): run the whole UNet every N steps and only its outermost "
+                          "blocks in between, reusing the deep features; 1 (default) is off, 3 is a common choice. "
+                          "Faster, at a cost in fidelity that is unmeasured on real weights")
 
     default = argparse.Namespace(**CONTEXT_DEFAULTS)
     windows = parser.add_argument_group(
@@ -220,7 +224,7 @@ def _settings(args):
                             guidance=args.guidance, seed=args.seed, scheduler=scheduler,
                             original_size=tuple(args.original_size), target_size=tuple(args.target_size),
                             decode_chunk=args.decode_chunk, noise=args.noise, vae_tiling=args.vae_tiling,
-                            context=_context(args))
+                            context=_context(args), cache_interval=args.cache_interval)
         settings.check()
     return settings
 

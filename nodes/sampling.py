@@ -143,6 +143,11 @@ class HotshotXLSampler:
                                                       "as released; above 1: stronger motion."}),
                 "freeinit": (FREEINIT, {"tooltip": "Optional: FreeInit (from Hotshot-XL FreeInit), "
                                                                 "sampling several times for temporal consistency."}),
+                "cache_interval": ("INT", {"default": SETTING["cache_interval"], "min": 1, "max": 1000,
+                                           "tooltip": "Step caching (DeepCache-style): the whole UNet runs every N "
+                                                      "steps, only its outermost blocks in between, reusing the deep "
+                                                      "features. 1 is off (exact); 2-4 are faster at some cost in "
+                                                      "fidelity."}),
             },
         }
 
@@ -168,7 +173,8 @@ class HotshotXLSampler:
         return True
 
     def sample(self, model, conditioning, seed, steps, cfg, scheduler, frames, width, height, context_options=None,
-               noise="independent", custom_scheduler=None, latent=None, denoise=1.0, motion_scale=1.0, freeinit=None):
+               noise="independent", custom_scheduler=None, latent=None, denoise=1.0, motion_scale=1.0, freeinit=None,
+               cache_interval=1):
         from ..model.denoising.context import ContextOptions
         from ..model.pipeline import Settings
         from ..model.denoising.loop import Conditions
@@ -199,7 +205,7 @@ class HotshotXLSampler:
         freeinit = freeinit or FreeInitOptions()
         settings = Settings(width=width, height=height, frames=frames, steps=steps, guidance=cfg, seed=seed,
                             scheduler=scheduler, context=context_options, noise=noise, strength=denoise,
-                            motion_scale=motion_scale, freeinit=freeinit)
+                            motion_scale=motion_scale, freeinit=freeinit, cache_interval=cache_interval)
         try:
             settings.check()
         except InputError as error:

@@ -303,8 +303,12 @@ def _wait_ready(client: ComfyUIClient, timeout: float) -> str:
 def running_comfyui(pack_dir, models: dict[str, list[Path]] | None = None, port: int | None = None, *,
                     cpu: bool = True, extra_args: list[str] | tuple[str, ...] = (),
                     startup_timeout: float | None = None,
-                    pack_folder_name: str = PACK_FOLDER_NAME) -> Iterator[ComfyUIClient]:
+                    pack_folder_name: str = PACK_FOLDER_NAME,
+                    other_packs: dict[str, Path] | None = None) -> Iterator[ComfyUIClient]:
     """Start ComfyUI with ``pack_dir`` mounted as ``custom_nodes/<pack_folder_name>``; yield a client.
+
+    ``other_packs`` maps further ``custom_nodes/`` folder names to node packs mounted beside it
+    (benchmarks/bench_vs_ade.py mounts AnimateDiff-Evolved there).
 
     ``models`` maps a ComfyUI model folder name (``checkpoints``, ``vae``, ``diffusers``,
     ``animatediff_models``, ...) to files or folders linked into ``models/<folder>/`` by their own names.
@@ -326,6 +330,8 @@ def running_comfyui(pack_dir, models: dict[str, list[Path]] | None = None, port:
         for sub in ("custom_nodes", "models", "output", "input", "user"):
             (base_dir / sub).mkdir()
         (base_dir / "custom_nodes" / pack_folder_name).symlink_to(pack_dir, target_is_directory=True)
+        for name, other in (other_packs or {}).items():
+            (base_dir / "custom_nodes" / name).symlink_to(Path(other).resolve(), target_is_directory=True)
         _link_models(base_dir / "models", models)
         log_path = base_dir / "comfyui.log"
 

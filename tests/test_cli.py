@@ -125,6 +125,7 @@ BAD_INPUTS = [
     (TINY + ["--context-length", "4", "--context-overlap", "4"], "--context-overlap: must be 0 to 3"),
     (TINY + ["--context-length", "25"], "--context-length: must be 1 to 24 frames"),
     (TINY + ["--context-stride", "3"], "--context-stride: must be a power of two (1, 2, 4, ...), got 3"),
+    (TINY + ["--cache-interval", "0"], "--cache-interval: must be a whole number from 1 (no caching) to 1000"),
     (TINY + ["--compile", "--offload", "sequential"], "--compile: cannot be combined with sequential offload"),
     (TINY + ["--prompt-travel", "0: a | 9: b"], "--prompt-travel: keyframe 2 ('9: b'): frame 9 is past the last frame "
      "of a 8-frame video (frames count from 0 to 7)"),

@@ -329,6 +329,7 @@ def test_scheduler_node_replaces_the_samplers_choice_with_its_options(pack, node
     ("cfg", -1.0, r"^cfg: must be zero or more"),
     ("scheduler", "heun", r"^scheduler: unknown scheduler 'heun'"),
     ("seed", -1, r"^seed: must be a whole number"),
+    ("cache_interval", 0, r"^cache_interval: must be a whole number from 1"),
 ])
 def test_bad_sampler_inputs_name_the_input(pack, nodes, tiny, field, value, message):
     InputError = submodule(pack, "model.errors").InputError
@@ -410,6 +411,18 @@ def test_windows_and_freenoise_reach_the_pipeline(pack, nodes, tiny):
     assert torch.allclose(latent["samples"] * tiny.latent_scale, expected[0].transpose(0, 1), atol=1e-6)
     plain = sample(nodes, tiny, conditioning, **settings)
     assert not torch.allclose(plain["samples"], latent["samples"], atol=1e-3)
+
+
+def test_step_caching_reaches_the_pipeline(pack, nodes, tiny):
+    """cache_interval 2 over 2 steps: step 1 reuses the deep features, as the library does."""
+    pipeline = submodule(pack, "model.pipeline")
+    conditioning = encode(nodes, tiny)
+    latent = sample(nodes, tiny, conditioning, seed=3, steps=2, cache_interval=2)
+    expected = tiny.pipeline.sample(conditioning, pipeline.Settings(
+        width=64, height=64, frames=2, steps=2, seed=3, scheduler="euler_a", cache_interval=2))
+    assert torch.allclose(latent["samples"] * tiny.latent_scale, expected[0].transpose(0, 1), atol=1e-6)
+    plain = sample(nodes, tiny, conditioning, seed=3, steps=2)
+    assert not torch.allclose(plain["samples"], latent["samples"], atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------ loaders

@@ -57,13 +57,15 @@ def call_predictor(predict: Predictor, latents: torch.Tensor, timestep, frames=N
     return predict(latents, timestep)
 
 
-def guided_predictor(unet, conditions: Conditions, guidance: float, controls=(), motion=None) -> Predictor:
+def guided_predictor(unet, conditions: Conditions, guidance: float, controls=(), motion=None,
+                     cache_interval: int = 1) -> Predictor:
     """Classifier-free guidance (as the original: on when guidance > 1), both halves in one batch.
 
     `controls`: ControlNets (controlnet.Control) whose residuals go into both halves of every UNet
     call, each with the control frames of the call's own frames. A positive travel.PromptTravel
     gives each frame its own text (rows per image); `motion` (travel.MotionScale, None: 1) scales
-    the temporal layers' update.
+    the temporal layers' update. `cache_interval` N > 1: the whole UNet runs every N steps, only its
+    outermost blocks in between (step_cache.py; not with a motion scale, see Settings.check).
     """
     cfg = guidance > 1.0
     travel = not isinstance(conditions.positive, Conditioning)  # prompt travel: text per frame
@@ -72,6 +74,11 @@ def guided_predictor(unet, conditions: Conditions, guidance: float, controls=(),
 
         conditions = Conditions(conditions.positive.to(unet.device), conditions.negative, conditions.time_ids)
     fixed = None if travel else conditions.batch(unet.device, unet.dtype, cfg)
+    step_cache = None
+    if cache_interval != 1:
+        from .step_cache import StepCache
+
+        step_cache = StepCache(unet, cache_interval)
 
     def predict(latents: torch.Tensor, timestep: torch.Tensor, frames=None, step=None) -> torch.Tensor:
         indices = range(latents.shape[2]) if frames is None else frames
@@ -85,13 +92,17 @@ def guided_predictor(unet, conditions: Conditions, guidance: float, controls=(),
             from ..controlnet.apply import control_residuals
 
             residuals = control_residuals(controls, model_input, timestep, context, pooled, time_ids, frames, step)
-        noise = unet(model_input, timestep, context, pooled, time_ids, **residuals, **extra).float()
+        if step_cache is None:
+            noise = unet(model_input, timestep, context, pooled, time_ids, **residuals, **extra).float()
+        else:
+            noise = step_cache(model_input, timestep, context, pooled, time_ids, frames, step, **residuals).float()
         if cfg:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance * (cond - uncond)
         return noise.to(latents.device)
 
     predict.takes_position = True
+    predict.step_cache = step_cache  # for tests and benchmarks: its call counts
     return predict
 
 

@@ -1,0 +1,161 @@
+"""Ours against AnimateDiff-Evolved inside one ComfyUI: seconds per step, first prompt, CPU seconds, peak memory.
+
+    COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/comfy-venv/bin/python \\
+    python benchmarks/bench_vs_ade.py --ade /path/to/ComfyUI-AnimateDiff-Evolved \\
+        --checkpoint sd_xl_base_1.0.safetensors --temporal-layers hsxl_temporal_layers.safetensors \\
+        --size 256 --frames 8 --dtype fp32 --rounds 2
+
+One ComfyUI server (tests/comfyui_host.py starts it: loopback only, its own throw-away base folder)
+with both packs in custom_nodes/ and the two files linked into models/checkpoints/ and
+models/animatediff_models/. Each prompt is text to video with CFG, euler ancestral, 8 frames:
+- ours: Hotshot-XL Loader (SDXL checkpoint + temporal layers) at `--dtype`, Text Encode, Sampler,
+  Decode, Save;
+- AnimateDiff-Evolved: CheckpointLoaderSimple, AnimateDiff Loader (Gen1) with the same temporal
+  layers, CLIPTextEncode x2, EmptyLatentImage, KSampler (euler_ancestral), VAEDecode, PreviewImage.
+  Its dtype is the server's: fp32 on the CPU by default, `--dtype bf16` starts it with --bf16-unet.
+Before every prompt the server frees its models and caches (/free), so every prompt loads its
+weights: the 1-step prompt is "first prompt" (load, text, 1 step, decode), and seconds per step are
+the difference of the 3-step and the 1-step prompt over 2. The packs alternate within each round
+(ours 1, ADE 1, ours 3, ADE 3), so a shared machine's drifts hit both alike. For each prompt: wall
+seconds, the server's CPU seconds (/proc/<pid>/stat) and its peak resident memory (VmHWM, reset
+through /proc/<pid>/clear_refs before the prompt). Linux only. Prints the machine first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+import _common  # noqa: E402
+from tests.comfyui_host import running_comfyui  # noqa: E402
+
+PROMPT, NEGATIVE = "a corgi running on a beach, hd, high quality", "blurry"
+
+
+def ours(checkpoint: str, temporal: str, dtype: str, steps: int, seed: int, size: int, frames: int, cfg: float):
+    model = ["1", 0]
+    return {
+        "1": {"class_type": "HotshotXLCheckpointLoader",
+              "inputs": {"ckpt_name": checkpoint, "temporal_layers": temporal, "dtype": dtype}},
+        "2": {"class_type": "HotshotXLTextEncode",
+              "inputs": {"model": model, "prompt": PROMPT, "negative_prompt": NEGATIVE, "original_width": 1920,
+                         "original_height": 1080, "target_width": size, "target_height": size}},
+        "3": {"class_type": "HotshotXLSampler",
+              "inputs": {"model": model, "conditioning": ["2", 0], "seed": seed, "steps": steps, "cfg": cfg,
+                         "scheduler": "euler_a", "frames": frames, "width": size, "height": size}},
+        "4": {"class_type": "HotshotXLDecode",
+              "inputs": {"model": model, "samples": ["3", 0], "frames_per_chunk": 4, "tiling": "auto"}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+
+
+def ade(checkpoint: str, temporal: str, steps: int, seed: int, size: int, frames: int, cfg: float):
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "ADE_AnimateDiffLoaderGen1",
+              "inputs": {"model": ["1", 0], "model_name": temporal, "beta_schedule": "autoselect"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": PROMPT}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": NEGATIVE}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
+        "6": {"class_type": "KSampler",
+              "inputs": {"model": ["2", 0], "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0],
+                         "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler_ancestral",
+                         "scheduler": "normal", "denoise": 1.0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def peak_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_prompt(client, graph: dict, timeout: float) -> dict:
+    client.free(unload_models=True, free_memory=True)
+    time.sleep(2.0)  # /free is acted on by the worker between prompts
+    pid = client.process.pid
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset VmHWM
+    except OSError:
+        pass
+    cpu, started = cpu_seconds(pid), time.perf_counter()
+    entry = client.wait(client.queue(graph), timeout=timeout)
+    wall = time.perf_counter() - started
+    status = entry.get("status", {}).get("status_str")
+    if status != "success":
+        raise SystemExit(f"prompt failed ({status}): {entry.get('status')}\n{client.log_tail()}")
+    return {"wall_s": wall, "cpu_s": cpu_seconds(pid) - cpu, "peak_mib": peak_mib(pid)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ade", required=True, help="an AnimateDiff-Evolved checkout")
+    parser.add_argument("--checkpoint", required=True, help="an SDXL single-file checkpoint (.safetensors)")
+    parser.add_argument("--temporal-layers", required=True, help="hsxl_temporal_layers*.safetensors")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per prompt")
+    args = parser.parse_args()
+    if not os.environ.get("COMFYUI_PATH"):
+        sys.exit("set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to its interpreter)")
+
+    checkpoint, temporal = Path(args.checkpoint).resolve(), Path(args.temporal_layers).resolve()
+    print("machine:", _common.describe(_common.machine()))
+    print(f"{args.frames} frames at {args.size}x{args.size}, cfg {args.cfg}, euler ancestral, {args.dtype}; "
+          f"ComfyUI {os.environ['COMFYUI_PATH']}, AnimateDiff-Evolved {args.ade}")
+    models = {"checkpoints": [checkpoint], "animatediff_models": [temporal]}
+    extra = ["--bf16-unet"] if args.dtype == "bf16" else []
+    graphs = {
+        "ours": lambda steps, seed: ours(checkpoint.name, temporal.name, args.dtype, steps, seed, args.size,
+                                         args.frames, args.cfg),
+        "AnimateDiff-Evolved": lambda steps, seed: ade(checkpoint.name, temporal.name, steps, seed, args.size,
+                                                       args.frames, args.cfg),
+    }
+    results = {name: {1: [], 3: []} for name in graphs}
+    with running_comfyui(REPO, models, extra_args=extra, other_packs={"ComfyUI-AnimateDiff-Evolved": args.ade},
+                         startup_timeout=600) as client:
+        seed = 1000
+        for round_ in range(args.rounds):
+            for steps in (1, 3):
+                for name, graph in graphs.items():
+                    seed += 1  # a new seed: ComfyUI's cache never answers a prompt unrun
+                    result = run_prompt(client, graph(steps, seed), args.timeout)
+                    results[name][steps].append(result)
+                    print(f"round {round_ + 1}, {name}, {steps} step(s): {result['wall_s']:.1f} s wall, "
+                          f"{result['cpu_s']:.1f} CPU-s, peak {result['peak_mib']:,.0f} MiB", flush=True)
+
+    print(f"\n| {args.dtype} | s per step (wall) | CPU-s per step | first prompt (load + 1 step), wall "
+          "| peak resident |\n| --- | --- | --- | --- | --- |")
+    per_step = {}
+    for name, by_steps in results.items():
+        wall = [(b["wall_s"] - a["wall_s"]) / 2 for a, b in zip(by_steps[1], by_steps[3])]
+        cpu = [(b["cpu_s"] - a["cpu_s"]) / 2 for a, b in zip(by_steps[1], by_steps[3])]
+        per_step[name] = statistics.median(wall)
+        first = statistics.median(r["wall_s"] for r in by_steps[1])
+        peak = max(r["peak_mib"] for r in by_steps[1] + by_steps[3])
+        print(f"| {name} | {per_step[name]:.1f} | {statistics.median(cpu):.1f} | {first:.1f} s | {peak / 1024:.1f} GiB |")
+    print(f"\nours / AnimateDiff-Evolved, s per step: {per_step['ours'] / per_step['AnimateDiff-Evolved']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
