@@ -329,7 +329,8 @@ class HotshotXLPipeline:
         if (prompt is None) == (prompts is None):
             raise InputError("prompts" if prompts is not None else "prompt",
                              "give either `prompt` or `prompts` (keyframes {frame: prompt}), not both"
-                             if prompts is not None else "no prompt given: give `prompt` or `prompts`")
+                             if prompts is not None else "must be a string, got NoneType None (or give `prompts`: "
+                             "keyframes {frame: prompt})")
         if prompts is not None:
             from .travel.keyframes import check_in_range, prompt_keyframes
 
@@ -413,6 +414,7 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
     shows a bar on stderr as the parts load. `dtype` None or "auto": see precision.default_dtype
     (for tiny-random, tiny.fastest_dtype).
     """
+    check_speed_options(offload, compile)  # plain values first: no file is looked at for a bad option
     check_sources(model, temporal_layers, sdxl, tokenizer, configs)
     device = resolve_device(device)
     if str(model) == TINY_RANDOM and dtype in (None, "auto"):
@@ -420,7 +422,6 @@ def load_pipeline(model: str | Path | None = None, *, temporal_layers: str | Pat
 
         dtype = fastest_dtype(device)
     dtype, fp8 = resolve_precision(dtype, device)
-    check_speed_options(offload, compile)
     # With offload the weights are read straight to the CPU: they need not fit the device at once.
     load_device = device if offload == "none" else torch.device("cpu")
     if str(model) == TINY_RANDOM:

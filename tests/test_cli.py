@@ -460,7 +460,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatc
 
     import model.media.video
 
-    def full(pixels, path, *args):
+    def full(pixels, path, *args, **kwargs):
         Path(path).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -478,7 +478,7 @@ from pathlib import Path
 import model.media.video
 from model.sample import run
 
-def slow(pixels, path, *args):
+def slow(pixels, path, *args, **kwargs):
     Path(path).write_bytes(b"partial")
     print("writing", flush=True)
     time.sleep(60)
