@@ -36,55 +36,24 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 import _common  # noqa: E402
+from _comfy_graphs import core_graph, cpu_seconds, pack_graph, status_mib  # noqa: E402
 from tests.comfyui_host import running_comfyui  # noqa: E402
 
-PROMPT, NEGATIVE = "a corgi running on a beach, hd, high quality", "blurry"
 
 
 def ours(checkpoint: str, temporal: str, dtype: str, steps: int, seed: int, size: int, frames: int, cfg: float):
-    model = ["1", 0]
-    return {
-        "1": {"class_type": "HotshotXLCheckpointLoader",
-              "inputs": {"ckpt_name": checkpoint, "temporal_layers": temporal, "dtype": dtype}},
-        "2": {"class_type": "HotshotXLTextEncode",
-              "inputs": {"model": model, "prompt": PROMPT, "negative_prompt": NEGATIVE, "original_width": 1920,
-                         "original_height": 1080, "target_width": size, "target_height": size}},
-        "3": {"class_type": "HotshotXLSampler",
-              "inputs": {"model": model, "conditioning": ["2", 0], "seed": seed, "steps": steps, "cfg": cfg,
-                         "scheduler": "euler_a", "frames": frames, "width": size, "height": size}},
+    return pack_graph(checkpoint, temporal, dtype, steps, seed, size, frames, cfg, {
         "4": {"class_type": "HotshotXLDecode",
-              "inputs": {"model": model, "samples": ["3", 0], "frames_per_chunk": 4, "tiling": "auto"}},
-        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
-    }
+              "inputs": {"model": ["1", 0], "samples": ["3", 0], "frames_per_chunk": 4, "tiling": "auto"}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}})
 
 
 def ade(checkpoint: str, temporal: str, steps: int, seed: int, size: int, frames: int, cfg: float):
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
-        "2": {"class_type": "ADE_AnimateDiffLoaderGen1",
-              "inputs": {"model": ["1", 0], "model_name": temporal, "beta_schedule": "autoselect"}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": PROMPT}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": NEGATIVE}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
-        "6": {"class_type": "KSampler",
-              "inputs": {"model": ["2", 0], "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0],
-                         "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler_ancestral",
-                         "scheduler": "normal", "denoise": 1.0}},
+    motion = {"class_type": "ADE_AnimateDiffLoaderGen1",
+              "inputs": {"model": ["1", 0], "model_name": temporal, "beta_schedule": "autoselect"}}
+    return core_graph(checkpoint, motion, steps, seed, size, frames, cfg, {
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
-        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def peak_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}}})
 
 
 def run_prompt(client, graph: dict, timeout: float) -> dict:
@@ -101,7 +70,7 @@ def run_prompt(client, graph: dict, timeout: float) -> dict:
     status = entry.get("status", {}).get("status_str")
     if status != "success":
         raise SystemExit(f"prompt failed ({status}): {entry.get('status')}\n{client.log_tail()}")
-    return {"wall_s": wall, "cpu_s": cpu_seconds(pid) - cpu, "peak_mib": peak_mib(pid)}
+    return {"wall_s": wall, "cpu_s": cpu_seconds(pid) - cpu, "peak_mib": status_mib(pid, "VmHWM")}
 
 
 def main() -> None:

@@ -43,10 +43,10 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402
+from _comfy_graphs import core_graph, cpu_seconds, pack_graph as pack_video_graph, status_mib  # noqa: E402
 
 CHECKPOINT = "sdxl_full_synthetic.bf16.safetensors"
 TEMPORAL = "hsxl_temporal_layers.f16.safetensors"
-PROMPT, NEGATIVE = "a corgi running on a beach, hd, high quality", "blurry"
 _SAFETENSORS_DTYPES = {"torch.bfloat16": "BF16", "torch.float16": "F16", "torch.float32": "F32",
                        "torch.int64": "I64"}
 
@@ -144,48 +144,17 @@ def write_files(workdir: Path) -> None:
 # --- the graphs --------------------------------------------------------------------------------
 
 def native_graph(steps: int, seed: int, size: int, frames: int, cfg: float) -> dict:
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "2": {"class_type": "HotshotXLApplyTemporalLayers", "inputs": {"model": ["1", 0], "temporal_layers": TEMPORAL}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": PROMPT}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": NEGATIVE}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
-        "6": {"class_type": "KSampler",
-              "inputs": {"model": ["2", 0], "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0],
-                         "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler_ancestral",
-                         "scheduler": "normal", "denoise": 1.0}},
-        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": f"native_{steps}_{seed}"}},
-    }
+    motion = {"class_type": "HotshotXLApplyTemporalLayers", "inputs": {"model": ["1", 0], "temporal_layers": TEMPORAL}}
+    return core_graph(CHECKPOINT, motion, steps, seed, size, frames, cfg, {
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": f"native_{steps}_{seed}"}}})
 
 
 def pack_graph(steps: int, seed: int, size: int, frames: int, cfg: float) -> dict:
-    model = ["1", 0]
-    return {
-        "1": {"class_type": "HotshotXLCheckpointLoader",
-              "inputs": {"ckpt_name": CHECKPOINT, "temporal_layers": TEMPORAL, "dtype": "bf16"}},
-        "2": {"class_type": "HotshotXLTextEncode",
-              "inputs": {"model": model, "prompt": PROMPT, "negative_prompt": NEGATIVE, "original_width": 1920,
-                         "original_height": 1080, "target_width": size, "target_height": size}},
-        "3": {"class_type": "HotshotXLSampler",
-              "inputs": {"model": model, "conditioning": ["2", 0], "seed": seed, "steps": steps, "cfg": cfg,
-                         "scheduler": "euler_a", "frames": frames, "width": size, "height": size}},
-        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": f"pack_{steps}_{seed}"}},
-    }
+    return pack_video_graph(CHECKPOINT, TEMPORAL, "bf16", steps, seed, size, frames, cfg, {
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": f"pack_{steps}_{seed}"}}})
 
 
 # --- measuring the server -------------------------------------------------------------------------
-
-def status_mib(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def machine_busy_seconds() -> float:
     with open("/proc/stat") as f:
