@@ -9,6 +9,7 @@ from .controlnet import HotshotXLApplyControlNet, HotshotXLControlNetLoader, Hot
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
 from .lora import HotshotXLLoRA
 from .native.nodes import HotshotXLApplyTemporalLayers, HotshotXLNativeLoader
+from .native.travel import HotshotXLNativeMotionScale, HotshotXLNativePromptTravel
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
 from .travel import HotshotXLFreeInit, HotshotXLPromptTravel
 from .video import HotshotXLDecode, HotshotXLSaveVideo
@@ -32,6 +33,8 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLNativeLoader": HotshotXLNativeLoader,
     "HotshotXLPromptTravel": HotshotXLPromptTravel,
     "HotshotXLFreeInit": HotshotXLFreeInit,
+    "HotshotXLNativePromptTravel": HotshotXLNativePromptTravel,
+    "HotshotXLNativeMotionScale": HotshotXLNativeMotionScale,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -51,4 +54,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLNativeLoader": "Hotshot-XL Loader (native MODEL/CLIP/VAE)",
     "HotshotXLPromptTravel": "Hotshot-XL Prompt Travel",
     "HotshotXLFreeInit": "Hotshot-XL FreeInit",
+    "HotshotXLNativePromptTravel": "Hotshot-XL Prompt Travel (CONDITIONING)",
+    "HotshotXLNativeMotionScale": "Hotshot-XL Motion Scale (native MODEL)",
 }

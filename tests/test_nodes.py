@@ -91,7 +91,7 @@ def test_every_node_is_registered_with_a_display_name(pack, nodes):
 
 
 # ComfyUI's own link types the pack's nodes take or give (MODEL, CLIP, VAE: the native path).
-CORE_TYPES = ("LATENT", "IMAGE", "VIDEO", "MODEL", "CLIP", "VAE")
+CORE_TYPES = ("LATENT", "IMAGE", "VIDEO", "MODEL", "CLIP", "VAE", "CONDITIONING")
 
 
 def test_node_declarations_are_valid(nodes):

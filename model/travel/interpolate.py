@@ -7,6 +7,7 @@ hold that. At a keyframe the value is the keyframe's own, bit for bit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -50,6 +51,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     direction = wa * a_unit + wb * b_unit
     direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return direction * lerp(a_norm, b_norm, t)
+
+
+def same_length(states: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Token sequences (1, tokens, dim) of different lengths, each repeated along its tokens to the
+    least common multiple of the lengths, so that they blend token by token. Repeating a whole
+    sequence leaves cross-attention's result as it was (each key appears as often as before,
+    relative to the others): ComfyUI batches conds of different lengths the same way."""
+    length = math.lcm(*(state.shape[1] for state in states))
+    return [state if state.shape[1] == length else state.repeat(1, length // state.shape[1], 1) for state in states]
 
 
 def blend(values: Sequence[torch.Tensor], keyframe_frames: Sequence[int], frames: Sequence[int],

@@ -15,6 +15,11 @@ clone changes. The clone carries
   over all F frames of each video (the original's 5-D GroupNorm); the temporal layers attend across
   them.
 Nothing global is replaced: a branch of the graph without this clone runs ComfyUI's blocks as they are.
+
+`with_motion_scale(model, scale)` clones such a MODEL with a motion scale in its
+transformer_options: the handler scales the temporal layers' update by it (per frame when
+keyframed; inside core context windows by the window's frames), and at 0 runs ComfyUI's own
+resnets and output norm frame by frame with the temporal layers skipped: the SDXL image model.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import (Downsample, ResBlock
 from ...model.errors import InputError
 from ...model.files.temporal_layers import Position
 from ...model.network.norms import frame_group_norm
+from ...model.travel.keyframes import check_in_range
+from ...model.travel.motion import MotionScale, unet_motion_scale
 
 PATCH = "forward_timestep_embed_patch"
 OPTIONS_KEY = "hotshot_xl"  # transformer_options entry: what the clone carries (for checks and tests)
@@ -62,7 +69,13 @@ class FrameLayer:
     """What a HotshotBlock yields where a layer needs the frame count. Not a module: the layer it
     runs stays registered where it was."""
 
-    def run(self, x: torch.Tensor, emb: torch.Tensor, frames: int) -> torch.Tensor:
+    def run(self, x: torch.Tensor, emb: torch.Tensor, frames: int, motion=None) -> torch.Tensor:
+        """The layer on a batch of videos of `frames` frames; `motion`: the temporal update's scale
+        (None: as released; a number, or one per image (batch*frames, 1, 1, 1))."""
+        raise NotImplementedError
+
+    def image(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The layer as the SDXL image model runs it (motion scale 0): ComfyUI's own, frame by frame."""
         raise NotImplementedError
 
     def __call__(self, *args):
@@ -78,7 +91,7 @@ class FrameResnet(FrameLayer):
     def __init__(self, block: ResBlock):
         self.block = block
 
-    def run(self, x, emb, frames):
+    def run(self, x, emb, frames, motion=None):
         block = self.block
         h = _frame_norm(block.in_layers[0], x, frames)
         h = block.in_layers[2](block.in_layers[1](h))  # SiLU, conv
@@ -88,6 +101,9 @@ class FrameResnet(FrameLayer):
             h = layer(h)
         return block.skip_connection(x) + h
 
+    def image(self, x, emb):
+        return self.block(x, emb)  # as forward_timestep_embed calls a ResBlock
+
 
 class TemporalRun(FrameLayer):
     """A Hotshot-XL temporal layer, in the activations' device and dtype."""
@@ -95,7 +111,7 @@ class TemporalRun(FrameLayer):
     def __init__(self, module: nn.Module):
         self.module = module
 
-    def run(self, x, emb, frames):
+    def run(self, x, emb, frames, motion=None):
         module = self.module
         max_frames = module.transformer_blocks[0].attention_blocks[0].pos_encoder.positional_encoding.shape[1]
         if frames > max_frames:
@@ -107,7 +123,10 @@ class TemporalRun(FrameLayer):
             # Partly or wholly offloaded (--lowvram: ComfyUI moves leaf modules one by one, and the
             # position table not at all), or stored in a narrower dtype (fp8): run a copy where x is.
             module = copy.deepcopy(module).to(device=x.device, dtype=x.dtype)
-        return module(x, frames)
+        return module(x, frames) if motion is None else module(x, frames, motion=motion)
+
+    def image(self, x, emb):
+        return x  # skipped
 
 
 class FinalNorm(FrameLayer):
@@ -116,8 +135,11 @@ class FinalNorm(FrameLayer):
     def __init__(self, norm: nn.GroupNorm):
         self.norm = norm
 
-    def run(self, x, emb, frames):
+    def run(self, x, emb, frames, motion=None):
         return _frame_norm(self.norm, x, frames)
+
+    def image(self, x, emb):
+        return self.norm(x)  # as `out` would have applied it
 
 
 class HotshotBlock(TimestepEmbedSequential):
@@ -155,13 +177,34 @@ def run_frame_layer(layer, x, emb, context, transformer_options, *unused):
     if x.shape[0] % chunks:
         raise InputError("model", f"a batch of {x.shape[0]} latents cannot be split into {chunks} equal "
                          "cond/uncond chunks of frames")
-    return layer.run(x, emb, x.shape[0] // chunks)
+    frames = x.shape[0] // chunks
+    motion: MotionScale | None = transformer_options.get(OPTIONS_KEY, {}).get("motion_scale")
+    if motion is None:
+        return layer.run(x, emb, frames)
+    window = transformer_options.get("context_window")  # core context windows: which frames of the video
+    indices = getattr(window, "index_list", None)
+    if indices is None or len(indices) != frames:
+        indices = range(frames)
+    on, scale = unet_motion_scale(motion.for_frames(indices), chunks, frames, x.device, x.dtype)
+    return layer.run(x, emb, frames, scale) if on else layer.image(x, emb)
 
 
 def refuse_long_videos(executor, noise, latent_image, *args, max_frames: int, **kwargs):
     """OUTER_SAMPLE wrapper: a video longer than the temporal layers' positions needs context
-    windows; say so before the first step rather than in the middle of it."""
+    windows; per-frame conditioning and motion-scale keyframes must fit the video. Said before the
+    first step rather than in the middle of it."""
     guider = executor.class_obj
+    frames = noise.shape[0]
+    for kind, conds in (getattr(guider, "conds", None) or {}).items():
+        for cond in conds:
+            rows = getattr(cond.get("cross_attn"), "shape", (1,))[0]
+            if rows not in (1, frames):
+                raise InputError(kind, f"the conditioning has {rows} rows, one per frame (Hotshot-XL Prompt Travel "
+                                 f"(CONDITIONING)), but the latent batch is a {frames}-frame video: give the node "
+                                 f"the same frame count, or connect its latent input")
+    motion = guider.model_options.get("transformer_options", {}).get(OPTIONS_KEY, {}).get("motion_scale")
+    if motion is not None:
+        check_in_range(motion.keyframes, frames, "keyframes (Hotshot-XL Motion Scale)")
     if noise.shape[0] > max_frames and guider.model_options.get("context_handler") is None:
         raise InputError("latent_image", f"a batch of {noise.shape[0]} latents is one {noise.shape[0]}-frame video "
                          f"for Hotshot-XL, whose temporal layers know {max_frames} positions: add Context Windows "
@@ -265,13 +308,27 @@ def with_temporal_layers(model, layers: dict[Position, nn.Module], input_name: s
     options.setdefault("patches", {})[PATCH] = handlers + [(FrameLayer, run_frame_layer)]
     max_frames = min(t.transformer_blocks[0].attention_blocks[0].pos_encoder.positional_encoding.shape[1]
                      for t in layers.values())
-    previous_bytes = options.get(OPTIONS_KEY, {}).get("bytes", 0)  # temporal layers this node replaces
-    options[OPTIONS_KEY] = {"source": source, "layers": len(blocks), "max_frames": max_frames, "bytes": added_bytes}
+    previous = options.get(OPTIONS_KEY, {})  # temporal layers this node replaces; a motion scale set on them stays
+    previous_bytes = previous.get("bytes", 0)
+    options[OPTIONS_KEY] = {"source": source, "layers": len(blocks), "max_frames": max_frames, "bytes": added_bytes,
+                            "motion_scale": previous.get("motion_scale")}
     patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, OPTIONS_KEY)  # re-applied
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, OPTIONS_KEY,
                                  functools.partial(refuse_long_videos, max_frames=max_frames))
     # ComfyUI's memory accounting counts the new weights (size is the clone's own field).
     patched.size = model.model_size() - previous_bytes + added_bytes
+    return patched
+
+
+def with_motion_scale(model, scale: MotionScale | None):
+    """A clone of `model` (a MODEL from with_temporal_layers) whose temporal layers' update is scaled
+    by `scale` (None: as released). Carried in the clone's transformer_options; the input is unchanged."""
+    if OPTIONS_KEY not in model.model_options.get("transformer_options", {}):
+        raise InputError("model", "this MODEL has no Hotshot-XL temporal layers: connect the MODEL from Hotshot-XL "
+                         "Apply Temporal Layers")
+    patched = model.clone()
+    options = patched.model_options["transformer_options"]
+    options[OPTIONS_KEY] = {**options[OPTIONS_KEY], "motion_scale": scale}  # a new dict: the input's stays as it is
     return patched
 
 
