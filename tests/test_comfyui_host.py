@@ -675,3 +675,113 @@ def test_native_model_patches_and_custom_sampling_compose(comfy):
     assert set(found) == {"video", "patched", "custom"}
     assert all(torch.isfinite(latents).all() and latents.shape == (8, 4, 8, 8) for latents in found.values())
     assert (found["patched"] - found["video"]).abs().max() > 0.01  # the patches act on the video model
+
+
+# ---- The native path's directing nodes: per-frame CONDITIONING, motion scale ---------------------
+
+APPLY = ("HotshotXLApplyTemporalLayers", {"temporal_layers": TEMPORAL.name})
+CORGI, CAT = "a corgi running on a beach", "a cat sleeping on a sofa"
+
+
+def motion(scale, keyframes=""):
+    return ("HotshotXLNativeMotionScale", {"motion_scale": scale, "keyframes": keyframes})
+
+
+def with_positives(prompt: dict, positives: dict) -> dict:
+    """`prompt` (from native_prompt) with each named branch's KSampler taking its own positive: a
+    Prompt Travel (CONDITIONING) node on the loader's CLIP for keyframes (`0: ...`), else a CLIP Text
+    Encode of the text."""
+    for branch, text in positives.items():
+        (save_id,) = [i for i, node in prompt.items() if node["class_type"] == "SaveLatent"
+                      and node["inputs"]["filename_prefix"] == f"native/{branch}"]
+        sampler = prompt[prompt[save_id]["inputs"]["samples"][0]]["inputs"]
+        node_id = f"3{save_id}"
+        if ":" in text:
+            prompt[node_id] = {"class_type": "HotshotXLNativePromptTravel", "inputs": {
+                "clip": ["100", 1], "keyframes": text, "frames": 1, "interpolation": "linear",
+                "latent": sampler["latent_image"]}}
+        else:
+            prompt[node_id] = {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["100", 1]}}
+        sampler["positive"] = [node_id, 0]
+    return prompt
+
+
+def test_native_one_keyframe_and_motion_scale_one_are_todays_video(comfy):
+    """Through core KSampler: one keyframe is CLIP Text Encode bit for bit; motion scale 1 is the
+    video model as it was, bit for bit; 0 is the SDXL image model without the node, frame by frame,
+bit for bit (ComfyUI's own resnets and output norm run, the temporal layers skipped)."""
+    prompt = native_prompt(branches=("video", "images", "travel", "scale1", "scale0", "scale0_travel"), model_nodes={
+        "travel": [APPLY], "scale1": [APPLY, motion(1.0)], "scale0": [APPLY, motion(0.0)],
+        "scale0_travel": [APPLY, motion(0.0)]})
+    with_positives(prompt, {"travel": f"0: {CORGI}", "scale0_travel": f"0: {CORGI}"})
+    found = run_native(comfy, prompt)
+    assert torch.equal(found["travel"], found["video"])
+    assert torch.equal(found["scale1"], found["video"])
+    assert torch.equal(found["scale0"], found["images"]) and torch.equal(found["scale0_travel"], found["images"])
+    assert (found["video"] - found["images"]).abs().max() > 0.05  # the temporal layers do act at 1
+
+
+def test_native_two_keyframes_first_and_last_frames_follow_their_prompts(comfy):
+    """Two keyframes with motion scale 0 (every frame the image model on its own row): frame 0 is the
+    run of the first prompt alone, frame 7 the second's, frames between are neither; at scale 1 the
+    travel differs from both prompts too, and a keyframed scale runs."""
+    keyframes = f"0: {CORGI}\n7: {CAT}"
+    branches = {"travel": [APPLY, motion(0.0)], "first": [APPLY, motion(0.0)], "last": [APPLY, motion(0.0)],
+                "travel_video": [APPLY], "keyframed_scale": [APPLY, motion(1.0, "0: 0.5 | 7: 1.5")]}
+    prompt = native_prompt(branches=("video", *branches), model_nodes=branches)
+    with_positives(prompt, {"travel": keyframes, "first": CORGI, "last": CAT, "travel_video": keyframes,
+                            "keyframed_scale": keyframes})
+    found = run_native(comfy, prompt)
+    travel, first, last = found["travel"], found["first"], found["last"]
+    assert torch.equal(travel[0], first[0]) and torch.equal(travel[7], last[7])  # same batch shapes: exact
+    assert (first[7] - last[7]).abs().max() > 0.05  # the prompts do differ
+    for frame in (3, 4):
+        assert min((travel[frame] - first[frame]).abs().max(), (travel[frame] - last[frame]).abs().max()) > 1e-3
+    assert (found["travel_video"] - found["video"]).abs().max() > 0.05
+    assert torch.isfinite(found["keyframed_scale"]).all()
+    assert (found["keyframed_scale"] - found["travel_video"]).abs().max() > 1e-3
+
+
+def test_native_context_windows_give_each_window_its_frames_rows(comfy):
+    """16 frames of travel at motion scale 0 in core context windows of 8 (no FreeNoise): each frame
+    is the image model on its own row in every window, so the fused result is the run without
+    windows. Rows handed to the wrong window would change the frames."""
+    windows = ("ContextWindowsManual", {"context_length": 8, "context_overlap": 4,
+                                        "context_schedule": "standard_static", "context_stride": 1,
+                                        "closed_loop": False, "fuse_method": "pyramid", "dim": 0, "freenoise": False})
+    keyframes = f"0: {CORGI}\n15: {CAT}"
+    branches = {"whole": [APPLY, motion(0.0)], "windows": [APPLY, motion(0.0), windows],
+                "video_windows": [APPLY, windows]}
+    prompt = native_prompt(frames=16, size=32, branches=tuple(branches), model_nodes=branches)
+    with_positives(prompt, {name: keyframes for name in branches})
+    found = run_native(comfy, prompt)
+    assert found["whole"].shape == (16, 4, 4, 4)
+    scale = found["whole"].abs().max()  # the tiny model's latents run into the hundreds: float rounding is relative
+    assert (found["windows"] - found["whole"]).abs().max() < 1e-5 * scale
+    assert (found["whole"][0] - found["whole"][15]).abs().max() > 0.05
+    assert torch.isfinite(found["video_windows"]).all()
+
+
+def test_native_travel_bad_inputs_name_the_input(comfy):
+    def failure_of(prompt):
+        entry = comfy.wait(comfy.queue(prompt), timeout=300)
+        (failure,) = history_messages(entry, "execution_error")
+        return failure["node_type"], failure["exception_message"].strip()
+
+    prompt = with_positives(native_prompt(branches=("video",)), {"video": f"0: {CORGI}\n12: {CAT}"})
+    assert failure_of(prompt) == ("HotshotXLNativePromptTravel", "keyframes: line 2: frame 12 is past the last "
+                                  "frame of a 8-frame video (frames count from 0 to 7)")
+
+    prompt = with_positives(native_prompt(branches=("video",)), {"video": f"0: {CORGI}\n12: {CAT}"})
+    (travel_id,) = nodes_of(prompt, "HotshotXLNativePromptTravel")
+    del prompt[travel_id]["inputs"]["latent"]
+    prompt[travel_id]["inputs"]["frames"] = 16
+    node_type, message = failure_of(prompt)
+    assert node_type == "KSampler"
+    assert message.startswith("positive: the conditioning has 16 rows, one per frame"), message
+
+    prompt = native_prompt(branches=("video",), model_nodes={"video": [motion(1.0, "0: 1\n9: 2")]})
+    assert failure_of(prompt)[1].startswith("model: this MODEL has no Hotshot-XL temporal layers")
+    prompt = native_prompt(branches=("video",), model_nodes={"video": [APPLY, motion(1.0, "0: 1\n9: 2")]})
+    assert failure_of(prompt) == ("KSampler", "keyframes (Hotshot-XL Motion Scale): line 2: frame 9 is past the "
+                                  "last frame of a 8-frame video (frames count from 0 to 7)")
