@@ -78,6 +78,10 @@ CATALOGUE = {
         "Hotshot-XL native - Load Checkpoint + KSampler",
         "Any SDXL checkpoint through core Load Checkpoint, Hotshot-XL's temporal layers applied to its MODEL, "
         "core KSampler: 8 frames as one video."),
+    "hotshot_xl_native_prompt_travel_32_frames.json": (
+        "Hotshot-XL native - prompt travel over 32 frames",
+        "Keyframed prompts as per-frame core CONDITIONING (Prompt Travel (CONDITIONING)) on the native MODEL, "
+        "with its motion scale, in core context windows of 8: 32 frames with core KSampler."),
     "hotshot_xl_native_long_video_1280x720.json": (
         "Hotshot-XL native - 80 frames at 1280x720 in core context windows",
         "The native MODEL under core Context Windows (Manual): 80 frames at 1280x720 with core KSampler."),

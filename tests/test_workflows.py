@@ -145,6 +145,13 @@ def check_native_defaults(name, prompt):
         assert (latent["width"], latent["height"], latent["batch_size"]) == (1280, 720, 80)
         (windows,) = [prompt[i]["inputs"] for i in nodes_of(prompt, "ContextWindowsManual")]
         assert windows["dim"] == 0 and windows["context_length"] <= 24  # frames are the batch; 24 positions
+    elif "prompt_travel" in name:  # per-frame CONDITIONING over 32 frames in core context windows
+        assert (latent["width"], latent["height"]) in RELEASE_SIZES and latent["batch_size"] == 32
+        (windows,) = [prompt[i]["inputs"] for i in nodes_of(prompt, "ContextWindowsManual")]
+        assert windows["dim"] == 0 and windows["context_length"] <= 24
+        (travel,) = [prompt[i]["inputs"] for i in nodes_of(prompt, "HotshotXLNativePromptTravel")]
+        assert travel["latent"] == sampler["latent_image"]  # the frame count comes from the sampled latent
+        assert sampler["positive"] == [nodes_of(prompt, "HotshotXLNativePromptTravel")[0], 0]
     else:
         assert (latent["width"], latent["height"]) in RELEASE_SIZES and latent["batch_size"] == 8
 
