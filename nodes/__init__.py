@@ -9,7 +9,7 @@ from .controlnet import HotshotXLApplyControlNet, HotshotXLControlNetLoader, Hot
 from .loaders import HotshotXLCheckpointLoader, HotshotXLModelLoader
 from .lora import HotshotXLLoRA
 from .native.nodes import HotshotXLApplyTemporalLayers, HotshotXLNativeLoader
-from .native.travel import HotshotXLNativeMotionScale, HotshotXLNativePromptTravel
+from .native.travel import HotshotXLNativeFreeInit, HotshotXLNativeMotionScale, HotshotXLNativePromptTravel
 from .sampling import HotshotXLContextOptions, HotshotXLSampler, HotshotXLScheduler, HotshotXLTextEncode
 from .travel import HotshotXLFreeInit, HotshotXLPromptTravel
 from .video import HotshotXLDecode, HotshotXLSaveVideo
@@ -35,6 +35,7 @@ NODE_CLASS_MAPPINGS = {
     "HotshotXLFreeInit": HotshotXLFreeInit,
     "HotshotXLNativePromptTravel": HotshotXLNativePromptTravel,
     "HotshotXLNativeMotionScale": HotshotXLNativeMotionScale,
+    "HotshotXLNativeFreeInit": HotshotXLNativeFreeInit,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -56,4 +57,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HotshotXLFreeInit": "Hotshot-XL FreeInit",
     "HotshotXLNativePromptTravel": "Hotshot-XL Prompt Travel (CONDITIONING)",
     "HotshotXLNativeMotionScale": "Hotshot-XL Motion Scale (native MODEL)",
+    "HotshotXLNativeFreeInit": "Hotshot-XL FreeInit (native MODEL)",
 }

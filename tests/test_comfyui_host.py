@@ -788,3 +788,23 @@ def test_native_travel_bad_inputs_name_the_input(comfy):
     prompt = native_prompt(branches=("video",), model_nodes={"video": [APPLY, motion(1.0, "0: 1\n9: 2")]})
     assert failure_of(prompt) == ("KSampler", "keyframes (Hotshot-XL Motion Scale): line 2: frame 9 is past the "
                                   "last frame of a 8-frame video (frames count from 0 to 7)")
+
+
+def test_native_freeinit_runs_the_sampler_n_times(comfy):
+    """FreeInit on the native MODEL: 1 iteration is plain sampling bit for bit; 2 run core KSampler's
+    sampler twice (the log says the cost), also under core context windows, and change the video."""
+    def freeinit(iterations):
+        return ("HotshotXLNativeFreeInit", {"iterations": iterations, "filter": "gaussian", "cutoff": 0.25})
+
+    windows = ("ContextWindowsManual", {"context_length": 4, "context_overlap": 2,
+                                        "context_schedule": "standard_static", "context_stride": 1,
+                                        "closed_loop": False, "fuse_method": "pyramid", "dim": 0, "freenoise": False})
+    branches = {"once": [APPLY, freeinit(1)], "twice": [APPLY, freeinit(2)],
+                "twice_windows": [APPLY, windows, freeinit(2)]}
+    found = run_native(comfy, native_prompt(seed=11, branches=("video", *branches), model_nodes=branches))
+    assert torch.equal(found["once"], found["video"])
+    assert torch.isfinite(found["twice"]).all() and (found["twice"] - found["video"]).abs().max() > 1e-3
+    assert torch.isfinite(found["twice_windows"]).all()
+    assert (found["twice_windows"] - found["twice"]).abs().max() > 1e-3
+    assert comfy.log_text().count("FreeInit: 2 iterations, so the video is sampled 2 times (4 steps instead "
+                                  "of 2") >= 2

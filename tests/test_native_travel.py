@@ -125,3 +125,59 @@ def test_motion_scale_bad_inputs_name_the_node_input(pack, inputs, message):
     with pytest.raises(InputError) as error:
         node.scale(**{"model": object(), "motion_scale": 1.0, "keyframes": "", **inputs})
     assert str(error.value).startswith(message)
+
+
+class EpsSampling:
+    """ComfyUI's EPS noise scaling: the sampler starts from latent + noise * (sqrt(1 + sigma^2) or sigma)."""
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        return latent_image + noise * ((1 + sigma ** 2) ** 0.5 if max_denoise else sigma)
+
+
+class RecordingSampler:
+    """A SAMPLER_SAMPLE executor: records the noise of each call, returns a fixed result plus the call count."""
+
+    def __init__(self, result):
+        self.result, self.noises = result, []
+        self.class_obj = type("Sampler", (), {"max_denoise": staticmethod(lambda guider, sigmas: True)})()
+
+    def __call__(self, guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar):
+        self.noises.append(noise.clone())
+        return self.result + len(self.noises)
+
+
+def test_native_freeinit_starts_each_pass_from_the_previous_results_low_frequencies(pack):
+    freeinit = import_module(f"{pack.__name__}.nodes.native.freeinit")
+    travel_freeinit = import_module(f"{pack.__name__}.model.travel.freeinit")
+    options = travel_freeinit.FreeInitOptions(2, "gaussian", 0.25)
+    guider = type("Guider", (), {"inner_model": type("Inner", (), {"model_sampling": EpsSampling()})()})()
+    torch.manual_seed(0)
+    noise, result = torch.randn(8, 4, 6, 6), torch.randn(8, 4, 6, 6)  # (frames, channels, h, w)
+    sigmas = torch.tensor([14.6, 3.0, 0.0])
+    sampler = RecordingSampler(result)
+    out = freeinit.sample_with_freeinit(sampler, guider, sigmas, {"seed": 5}, None, noise, torch.zeros_like(noise),
+                                        options=options)
+    assert len(sampler.noises) == 2 and torch.equal(sampler.noises[0], noise) and torch.equal(out, result + 2)
+
+    scale = (1 + 14.6 ** 2) ** 0.5
+    fresh = torch.randn(noise.shape, generator=torch.Generator().manual_seed(6))  # seed + iteration
+    spectrum = lambda t: torch.fft.fftn(t.movedim(0, 1), dim=(-3, -2, -1))  # over frames, height, width
+    gains = travel_freeinit.low_pass((8, 6, 6), options)
+    expected = spectrum(result + 1 + 14.6 * noise) * gains + spectrum(scale * fresh) * (1 - gains)
+    started = spectrum(sampler.noises[1] * scale)  # where the sampler starts the second pass
+    assert torch.allclose(started, expected, rtol=1e-4, atol=1e-3 * expected.abs().max())
+
+    one = RecordingSampler(result)  # one iteration: the sampler's call once, as it is
+    assert torch.equal(freeinit.sample_with_freeinit(one, guider, sigmas, {"seed": 5}, None, noise, None,
+                                                     options=travel_freeinit.FreeInitOptions(1)), result + 1)
+    assert len(one.noises) == 1
+
+
+@pytest.mark.parametrize("inputs, message", [({"iterations": 0}, "iterations: "), ({"cutoff": float("nan")}, "cutoff: "),
+                                             ({"filter": "box"}, "filter: ")])
+def test_native_freeinit_bad_inputs_name_the_node_input(pack, inputs, message):
+    InputError = import_module(f"{pack.__name__}.model.errors").InputError
+    node = pack.NODE_CLASS_MAPPINGS["HotshotXLNativeFreeInit"]()
+    with pytest.raises(InputError) as error:
+        node.apply(**{"model": object(), "iterations": 2, "filter": "butterworth", "cutoff": 0.25, **inputs})
+    assert str(error.value).startswith(message)

@@ -332,6 +332,22 @@ def with_motion_scale(model, scale: MotionScale | None):
     return patched
 
 
+def with_freeinit(model, options):
+    """A clone of `model` (a MODEL from with_temporal_layers) sampled `options.iterations` times by
+    FreeInit (freeinit.py), through a SAMPLER_SAMPLE wrapper; 1 iteration: no wrapper, plain sampling."""
+    from .freeinit import WRAPPER_KEY, sample_with_freeinit
+
+    if OPTIONS_KEY not in model.model_options.get("transformer_options", {}):
+        raise InputError("model", "this MODEL has no Hotshot-XL temporal layers: connect the MODEL from Hotshot-XL "
+                         "Apply Temporal Layers")
+    patched = model.clone()
+    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
+    if options.iterations > 1:
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY,
+                                     functools.partial(sample_with_freeinit, options=options))
+    return patched
+
+
 def _stored_in(module: nn.Module, dtype: torch.dtype, device) -> nn.Module:
     """The layer's parameters in the model's storage dtype; its position table stays in a dtype that
     computes (an fp8 table would lose the positions)."""

@@ -1,5 +1,5 @@
 """Directing the native path: per-frame core CONDITIONING (prompt travel) for core samplers, and the
-motion scale on a MODEL from Apply Temporal Layers.
+motion scale and FreeInit on a MODEL from Apply Temporal Layers.
 
 The conditioning is ComfyUI's own: each keyframe's prompt goes through the core CLIP's encode
 (so `(word:1.2)` weights, CLIP LoRAs and clip skip act as in CLIP Text Encode), and the result has
@@ -15,7 +15,7 @@ import numbers
 from ..types import CATEGORY
 from ..travel import DEFAULT_KEYFRAMES
 from ...model.errors import InputError
-from ...model.travel.choices import INTERPOLATIONS  # plain data, no torch
+from ...model.travel.choices import FREEINIT_CUTOFF, FREEINIT_FILTERS, INTERPOLATIONS  # plain data, no torch
 
 MAX_FRAMES = 4096
 
@@ -145,3 +145,45 @@ class HotshotXLNativeMotionScale:
         from . import patch  # imports ComfyUI: after the inputs are checked
 
         return (patch.with_motion_scale(model, scale),)
+
+
+class HotshotXLNativeFreeInit:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A MODEL from Hotshot-XL Apply Temporal Layers (after core patches, "
+                                               "LoRAs and context windows or not)."}),
+                "iterations": ("INT", {"default": 3, "min": 1, "max": 10,
+                                       "tooltip": "Times the sampler runs, each from the previous result's low "
+                                                  "frequencies: N times the sampling time. 1 is plain sampling."}),
+                "filter": (list(FREEINIT_FILTERS), {"default": "butterworth",
+                                                    "tooltip": "The low-pass filter over frames, height and width: "
+                                                               "butterworth (sharper, the paper's) or gaussian."}),
+                "cutoff": ("FLOAT", {"default": FREEINIT_CUTOFF, "min": 0.01, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Stop frequency as a fraction of the highest: lower keeps only the "
+                                                "coarsest layout and motion of the previous result."}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The same video MODEL, sampled N times by core KSampler / SamplerCustomAdvanced; the input "
+                       "MODEL is unchanged.",)
+    FUNCTION = "apply"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("FreeInit for core samplers: more temporally consistent videos for N times the sampling. After "
+                   "each pass the result is noised back to the first sigma and its low space-time frequencies start "
+                   "the next pass, with fresh noise for the high ones.")
+
+    def apply(self, model, iterations, filter, cutoff):
+        from ...model.travel.freeinit import FreeInitOptions
+
+        try:
+            options = FreeInitOptions(iterations, filter, cutoff)
+        except InputError as error:  # the library's names (freeinit, freeinit_filter, ...) -> this node's inputs
+            names = {"freeinit": "iterations", "freeinit_filter": "filter", "freeinit_cutoff": "cutoff"}
+            raise InputError(names.get(error.name, error.name), error.problem) from None
+        from . import patch  # imports ComfyUI: after the inputs are checked
+
+        return (patch.with_freeinit(model, options),)
