@@ -1,7 +1,8 @@
 """Directing nodes: Prompt Travel (keyframed prompts) and FreeInit options, for the pack's sampler.
 
 The sampler's own `motion_scale` and `freeinit` inputs take the rest (nodes/sampling.py). The
-native path (per-frame CONDITIONING for core samplers) is not here: it needs the native MODEL.
+native path's counterparts (per-frame core CONDITIONING, motion scale and FreeInit on a core
+MODEL) are in nodes/native/travel.py.
 """
 
 from __future__ import annotations
