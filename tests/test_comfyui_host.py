@@ -699,7 +699,7 @@ def with_positives(prompt: dict, positives: dict) -> dict:
                       and node["inputs"]["filename_prefix"] == f"native/{branch}"]
         sampler = prompt[prompt[save_id]["inputs"]["samples"][0]]["inputs"]
         node_id = f"3{save_id}"
-        if ":" in text:
+        if text.partition(":")[0].strip().isdigit():  # keyframes `0: ...`
             prompt[node_id] = {"class_type": "HotshotXLNativePromptTravel", "inputs": {
                 "clip": ["100", 1], "keyframes": text, "frames": 1, "interpolation": "linear",
                 "latent": sampler["latent_image"]}}
@@ -713,12 +713,17 @@ def test_native_one_keyframe_and_motion_scale_one_are_todays_video(comfy):
     """Through core KSampler: one keyframe is CLIP Text Encode bit for bit; motion scale 1 is the
     video model as it was, bit for bit; 0 is the SDXL image model without the node, frame by frame,
 bit for bit (ComfyUI's own resnets and output norm run, the temporal layers skipped)."""
-    prompt = native_prompt(branches=("video", "images", "travel", "scale1", "scale0", "scale0_travel"), model_nodes={
+    weighted = "a (corgi:1.5) running on a beach"  # ComfyUI's prompt weights, read by the CLIP's own encode
+    prompt = native_prompt(branches=("video", "images", "travel", "scale1", "scale0", "scale0_travel", "weighted",
+                                     "weighted_travel"), model_nodes={
         "travel": [APPLY], "scale1": [APPLY, motion(1.0)], "scale0": [APPLY, motion(0.0)],
-        "scale0_travel": [APPLY, motion(0.0)]})
-    with_positives(prompt, {"travel": f"0: {CORGI}", "scale0_travel": f"0: {CORGI}"})
+        "scale0_travel": [APPLY, motion(0.0)], "weighted": [APPLY], "weighted_travel": [APPLY]})
+    with_positives(prompt, {"travel": f"0: {CORGI}", "scale0_travel": f"0: {CORGI}", "weighted": weighted,
+                            "weighted_travel": f"0: {weighted}"})
     found = run_native(comfy, prompt)
     assert torch.equal(found["travel"], found["video"])
+    assert torch.equal(found["weighted_travel"], found["weighted"])
+    assert (found["weighted"] - found["video"]).abs().max() > 1e-3  # the weight does act
     assert torch.equal(found["scale1"], found["video"])
     assert torch.equal(found["scale0"], found["images"]) and torch.equal(found["scale0_travel"], found["images"])
     assert (found["video"] - found["images"]).abs().max() > 0.05  # the temporal layers do act at 1
