@@ -111,9 +111,15 @@ class Settings:
 
 
 def check_prompts(prompt, negative_prompt=None) -> None:
-    """InputError naming `prompt` or `negative_prompt` unless each is one string (the negative may be None)."""
+    """InputError naming `prompt` or `negative_prompt` unless each is one string (the negative may be
+    None) whose weights, `(words:1.2)`, are well formed."""
+    from .text.weights import parse_weights
+
     for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
-        if value is None and name == "negative_prompt" or isinstance(value, str):
+        if value is None and name == "negative_prompt":
+            continue
+        if isinstance(value, str):
+            parse_weights(value, name)
             continue
         if isinstance(value, (list, tuple)):
             raise InputError(name, f"one prompt per call, got a {type(value).__name__} of {len(value)}; call once "

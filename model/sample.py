@@ -49,7 +49,7 @@ FLAG_OF = {"width": "--width", "height": "--height", "frames": "--frames", "step
            "model": "--model", "temporal_layers": "--temporal-layers", "sdxl": "--sdxl", "tokenizer": "--tokenizer",
            "configs": "--configs", "dtype": "--dtype", "device": "--device",
            "fps": "--fps", "loop": "--loop", "overwrite": "--overwrite", "frames_per_chunk": "--decode-chunk",
-           "path": "--out"}
+           "path": "--out", "prompt": "--prompt", "negative_prompt": "--negative-prompt"}
 # ContextOptions fields and their flags (apart: their `loop` is not write_video's); a flag left
 # unset keeps the field's default.
 CONTEXT_FLAGS = {"length": "--context-length", "overlap": "--context-overlap", "stride": "--context-stride",
@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompt", default=DEFAULT_PROMPT,
-                     help="what the video shows (longer than 75 tokens: encoded in chunks)")
+                     help="what the video shows (longer than 75 tokens: encoded in chunks); (words:1.2) or "
+                     "(words) weighs words as ComfyUI does, \\( and \\) are literal parentheses")
     gen.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, help="what it should not show")
     gen.add_argument("--zero-negative", action="store_true",
                      help="use the all-zero negative embedding instead of encoding --negative-prompt")
@@ -310,13 +311,14 @@ def _run(argv=None) -> int:
             print(WHERE_TO_GET_WEIGHTS, file=sys.stderr)
             return 2
         # Every check before anything heavy: torch and the model code load here, the weights much later.
-        from .pipeline import check_file_roles, check_sources, check_speed_options
+        from .pipeline import check_file_roles, check_prompts, check_sources, check_speed_options
         from .memory.precision import resolve_device
         from .media.video import check_output
 
         with _errors_named_by_flag(FLAG_OF):
             check_sources(args.model, args.temporal_layers, args.sdxl, args.tokenizer, args.configs)
             check_file_roles(args.model, args.temporal_layers, args.sdxl)  # headers only
+            check_prompts(args.prompt, args.negative_prompt)  # weights, `(words:1.2)`, well formed
         settings = _settings(args)
         settings, init_frames = init_from_args(args, argv, settings)
         settings, keyframes = direction_from_args(args, given, settings)  # --prompt-travel, --motion-scale, ...

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..text.weights import parse_weights
 from ..pipeline import Settings
 from ..denoising.schedulers import SchedulerOptions
 from ..media.video import DEFAULT_FPS, check_fps, check_output, frame_rate, sequence_files, video_format, write_video
@@ -112,6 +113,12 @@ def _line_values(raw: str, where: str) -> dict:
     negative = values.get("negative_prompt", "")
     if negative is not None and not isinstance(negative, str):
         raise InputError(where, f"\"negative_prompt\" must be a string or null, got {negative!r}")
+    for key in ("prompt", "negative_prompt"):  # weights, `(words:1.2)`, well formed
+        if isinstance(values.get(key), str):
+            try:
+                parse_weights(values[key], key)
+            except InputError as error:
+                raise InputError(where, f"{key}: {error.problem}") from None
     return values
 
 

@@ -5,6 +5,9 @@ The UNet's cross-attention context is the penultimate hidden states of both enco
 Prompts longer than CLIP's 77 tokens are encoded in chunks of 75 tokens (each wrapped in start and
 end tokens) and concatenated along the token axis, instead of being cut off; a prompt that fits
 in one chunk is tokenized exactly as the original pipeline did.
+
+Prompts may carry weights as ComfyUI writes them, `(words:1.2)` (see `weights.py`); a prompt
+without parentheses is encoded exactly as before.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from .weights import parse_weights
 
 CHUNK_TOKENS = 75  # CLIP's 77 positions minus the start and end tokens
 
@@ -30,16 +35,36 @@ class Conditioning:
         return self.context.shape[1] // (CHUNK_TOKENS + 2)
 
 
-def _token_chunks(tokenizer, prompt: str, chunks: int | None = None) -> tuple[torch.Tensor, int]:
-    """(chunks, 77) token ids: start, up to 75 prompt tokens, end, then padding."""
-    ids = tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False).input_ids
+def prompt_token_weights(tokenizer, prompt: str, name: str = "prompt",
+                         weighted: bool = True) -> tuple[list[int], list[float]]:
+    """The prompt's token ids (no start/end tokens) and each one's weight.
+
+    Each weighted run is tokenized on its own, as ComfyUI does; a prompt without parentheses (or
+    `weighted=False`) is tokenized whole, as the original pipeline does.
+    """
+    segments = parse_weights(prompt, name) if weighted else [(prompt, 1.0)]
+    ids, weights = [], []
+    for text, weight in segments:
+        part = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+        ids += part
+        weights += [weight] * len(part)
+    return ids, weights
+
+
+def _token_chunks(tokenizer, ids: list[int], weights: list[float],
+                  chunks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chunks, 77) token ids: start, up to 75 prompt tokens, end, then padding; and their weights
+    (1 for the start, end and padding tokens)."""
     count = max(1, math.ceil(len(ids) / CHUNK_TOKENS)) if chunks is None else chunks
-    rows = []
+    rows, row_weights = [], []
     for index in range(count):
         part = ids[index * CHUNK_TOKENS:(index + 1) * CHUNK_TOKENS]
+        part_weights = weights[index * CHUNK_TOKENS:(index + 1) * CHUNK_TOKENS]
         row = [tokenizer.bos_token_id, *part, tokenizer.eos_token_id]
-        rows.append(row + [tokenizer.pad_token_id] * (CHUNK_TOKENS + 2 - len(row)))
-    return torch.tensor(rows), len(ids)
+        padding = CHUNK_TOKENS + 2 - len(row)
+        rows.append(row + [tokenizer.pad_token_id] * padding)
+        row_weights.append([1.0, *part_weights, 1.0] + [1.0] * padding)
+    return torch.tensor(rows), torch.tensor(row_weights, dtype=torch.float32)
 
 
 class TextEncoders:
@@ -56,37 +81,66 @@ class TextEncoders:
     def device(self) -> torch.device:
         return self.text_encoder_2.device
 
-    def prompt_tokens(self, prompt: str) -> int:
-        return len(self.tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False).input_ids)
+    def prompt_tokens(self, prompt: str, name: str = "prompt", weighted: bool = True) -> int:
+        return len(prompt_token_weights(self.tokenizer, prompt, name, weighted)[0])
 
     @torch.no_grad()
-    def encode(self, prompt: str, chunks: int | None = None) -> Conditioning:
-        ids_1, tokens = _token_chunks(self.tokenizer, prompt, chunks)
-        ids_2, _ = _token_chunks(self.tokenizer_2, prompt, ids_1.shape[0])
+    def encode(self, prompt: str, chunks: int | None = None, name: str = "prompt",
+               weighted: bool = True) -> Conditioning:
+        """`prompt`'s conditioning in `chunks` chunks (default: as many as it needs).
+
+        Weights in the prompt (see weights.py; with `weighted=False` parentheses are plain text)
+        move their tokens' states away from the empty prompt's, per encoder, as ComfyUI does; the
+        pooled embedding is the tokens' own, unweighted. InputError naming `name` for a malformed
+        weight.
+        """
+        tokens_1 = prompt_token_weights(self.tokenizer, prompt, name, weighted)
+        tokens_2 = prompt_token_weights(self.tokenizer_2, prompt, name, weighted)
+        ids_1, weights_1 = _token_chunks(self.tokenizer, *tokens_1, chunks)
+        ids_2, weights_2 = _token_chunks(self.tokenizer_2, *tokens_2, ids_1.shape[0])
         out_1 = self.text_encoder(ids_1.to(self.device), output_hidden_states=True)
         out_2 = self.text_encoder_2(ids_2.to(self.device), output_hidden_states=True)
+        states_1, states_2 = out_1.hidden_states[-2], out_2.hidden_states[-2]  # (chunks, 77, 768 / 1280)
+        if bool((weights_1 != 1).any() or (weights_2 != 1).any()):
+            # ComfyUI weighs float32 states; the empty prompt is one chunk: start, end, padding
+            empty_1 = self.text_encoder(_token_chunks(self.tokenizer, [], [], 1)[0].to(self.device),
+                                        output_hidden_states=True).hidden_states[-2]
+            empty_2 = self.text_encoder_2(_token_chunks(self.tokenizer_2, [], [], 1)[0].to(self.device),
+                                          output_hidden_states=True).hidden_states[-2]
+            states_1 = _weighted(states_1.float(), empty_1.float(), weights_1)
+            states_2 = _weighted(states_2.float(), empty_2.float(), weights_2)
         # (chunks, 77, 768) and (chunks, 77, 1280) -> (1, chunks*77, 2048)
-        context = torch.cat([out_1.hidden_states[-2], out_2.hidden_states[-2]], dim=-1)
+        context = torch.cat([states_1, states_2], dim=-1)
         context = context.reshape(1, -1, context.shape[-1])
         pooled = out_2.text_embeds[:1]  # the first chunk's pooling, as single-chunk SDXL does
-        return Conditioning(context.float(), pooled.float(), tokens)
+        return Conditioning(context.float(), pooled.float(), len(tokens_1[0]))
 
-    def encode_pair(self, prompt: str, negative_prompt: str | None) -> tuple[Conditioning, Conditioning]:
+    def encode_pair(self, prompt: str, negative_prompt: str | None,
+                    names: tuple[str, str] = ("prompt", "negative_prompt")) -> tuple[Conditioning, Conditioning]:
         """Prompt and negative prompt with the same number of chunks, so they batch together.
 
         As in the original pipeline, no negative prompt (None) becomes the all-zero embedding when
         the model asks for it (`force_zeros_for_empty_prompt`, as Hotshot-XL and SDXL do), while
         an empty string is encoded like any other prompt (the reference goldens rely on this).
+        `names`: how errors name the two (a malformed weight).
         """
         chunks = max(
-            self._chunks_for(prompt),
-            self._chunks_for(negative_prompt) if negative_prompt else 1,
+            self._chunks_for(prompt, names[0]),
+            self._chunks_for(negative_prompt, names[1]) if negative_prompt else 1,
         )
-        positive = self.encode(prompt, chunks)
+        positive = self.encode(prompt, chunks, names[0])
         if negative_prompt is None and self.force_zeros_for_empty_prompt:
             zeros = Conditioning(torch.zeros_like(positive.context), torch.zeros_like(positive.pooled), 0)
             return positive, zeros
-        return positive, self.encode(negative_prompt or "", chunks)
+        return positive, self.encode(negative_prompt or "", chunks, names[1])
 
-    def _chunks_for(self, prompt: str) -> int:
-        return max(1, math.ceil(self.prompt_tokens(prompt) / CHUNK_TOKENS))
+    def _chunks_for(self, prompt: str, name: str = "prompt") -> int:
+        return max(1, math.ceil(self.prompt_tokens(prompt, name) / CHUNK_TOKENS))
+
+
+def _weighted(context: torch.Tensor, empty: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's prompt weighting of one encoder's (chunks, 77, dim) states: at each position whose
+    weight w is not 1, (states - empty) * w + empty, with `empty` (1, 77, dim) the empty prompt's
+    states at that position (the same for every chunk); other positions are kept bit for bit."""
+    w = weights[..., None].to(context)  # (chunks, 77, 1)
+    return torch.where(w != 1, (context - empty) * w + empty, context)

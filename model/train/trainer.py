@@ -252,7 +252,8 @@ class Trainer:
     @torch.no_grad()
     def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
         """_text without any cache: the text encoders' context (77, 2048) and pooled embedding."""
-        cond = self.pipe.text.encode(caption, chunks=1)  # 77 tokens, as the original truncates
+        # 77 tokens, as the original truncates; a caption's parentheses are its text, not weights
+        cond = self.pipe.text.encode(caption, chunks=1, weighted=False)
         return cond.context[0].cpu(), cond.pooled[0].cpu()
 
     def batch_for(self, micro_batch: int) -> list[int]:

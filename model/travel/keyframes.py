@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..text.weights import parse_weights
 
 from .choices import INTERPOLATIONS  # noqa: F401 (re-exported)
 INLINE_SEPARATOR = "|"
@@ -42,6 +43,10 @@ def _prompt_of(value, name: str, where: str) -> str:
         raise InputError(name, f"{where}: expected a prompt (text), got {type(value).__name__}")
     if not value.strip():
         raise InputError(name, f"{where}: empty prompt; give the text the video should show from this frame")
+    try:
+        parse_weights(value.strip(), name)  # `(words:1.2)` well formed
+    except InputError as error:
+        raise InputError(name, f"{where}: {error.problem}") from None
     return value.strip()
 
 

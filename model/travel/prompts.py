@@ -58,12 +58,14 @@ def encode_travel(text: TextEncoders, keyframes: Sequence[Keyframe], negative_pr
     longest of them needs; the negative follows TextEncoders.encode_pair's rules."""
     check_interpolation(interpolation, "interpolation")
     prompts = [keyframe.value for keyframe in keyframes]
-    chunks = max(max(text._chunks_for(p) for p in prompts), text._chunks_for(negative_prompt) if negative_prompt else 1)
-    states = [text.encode(prompt, chunks) for prompt in prompts]
+    names = [f"{name} {keyframe.where}" for keyframe in keyframes]  # errors point at the keyframe
+    chunks = max(max(text._chunks_for(p, n) for p, n in zip(prompts, names)),
+                 text._chunks_for(negative_prompt, "negative_prompt") if negative_prompt else 1)
+    states = [text.encode(prompt, chunks, n) for prompt, n in zip(prompts, names)]
     if negative_prompt is None and text.force_zeros_for_empty_prompt:
         negative = Conditioning(torch.zeros_like(states[0].context), torch.zeros_like(states[0].pooled), 0)
     else:
-        negative = text.encode(negative_prompt or "", chunks)
+        negative = text.encode(negative_prompt or "", chunks, "negative_prompt")
     return PromptTravel(tuple(keyframes), states, interpolation, name), negative
 
 
