@@ -101,7 +101,10 @@ def _clip_classes(folder: Path):
     from comfy.sdxl_clip import SDXLClipModel, SDXLTokenizer
 
     configs = [_read_config(folder / name / "config.json") for name in ("text_encoder", "text_encoder_2")]
-    specials = [{"start": c["bos_token_id"], "end": c["eos_token_id"], "pad": c["pad_token_id"]} for c in configs]
+    # The special tokens are the tokenizers' own: CLIP text encoder configs carry placeholder ids
+    # (bos 0, eos 2, pad 1, in the released SDXL's too), and ComfyUI finds the end of a prompt (the
+    # pooled embedding's position), pads and builds the empty prompt (for weights) with these.
+    specials = [_special_tokens(folder / name) for name in ("tokenizer", "tokenizer_2")]
 
     class FolderClipModel(SDXLClipModel):
         def __init__(self, device="cpu", dtype=None, model_options={}):
@@ -127,6 +130,17 @@ def _clip_classes(folder: Path):
                                                tokenizer_data=tokenizer_data)
 
     return FolderClipModel, FolderTokenizer
+
+
+def _special_tokens(folder: Path) -> dict:
+    """{"start", "end", "pad"} token ids of a tokenizer folder (vocab.json, special_tokens_map.json)."""
+    from transformers import CLIPTokenizer
+
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelFileError(folder, f"not a readable CLIP tokenizer ({error})") from None
+    return {"start": tokenizer.bos_token_id, "end": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
 
 
 def _read_config(path: Path) -> dict:
