@@ -324,6 +324,37 @@ def check_full_size_layout(pack, fixtures: Path) -> dict:
     }
 
 
+def check_prompt_weights(pack, fixtures: Path) -> dict:
+    """The pack's text encoding against ComfyUI's CLIP Text Encode (tokenize + encode_from_tokens) on
+    the tiny model's encoders, loaded by the native loader: plain and weighted prompts."""
+    import torch
+    from comfy.cli_args import args
+
+    args.fp32_text_enc = True  # ComfyUI keeps text encoders in fp16 by default, even on the CPU
+    loader = _module(pack, "nodes.native.loader")
+    components = _module(pack, "model.files.components")
+    tokenizers = _module(pack, "model.text.tokenizers")
+    folder = fixtures / "hotshot-xl-tiny"
+    clip = loader.load_clip(folder)
+    text = components.load_text_encoders(folder, tokenizers.load_tokenizers(folder), torch.float32,
+                                         torch.device("cpu"))
+    results = {}
+    plain = text.encode(PROMPTS_WITH_WEIGHTS[0]).context
+    for prompt in PROMPTS_WITH_WEIGHTS:
+        cond, pooled = clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True)
+        ours = text.encode(prompt)
+        results[prompt] = {"context": (cond.float() - ours.context).abs().max().item(),
+                           "scale": ours.context.abs().max().item(),
+                           "pooled": (pooled.float() - ours.pooled).abs().max().item(),
+                           "vs_plain": (ours.context - plain).abs().max().item()}  # the weights did something
+    return results
+
+
+# Short enough for one chunk of the tiny byte-level vocabulary (one token a character).
+PROMPTS_WITH_WEIGHTS = ("a cat on a sofa", "a (cat:1.5) on a sofa", "a ((cat)) on (a sofa:0.5)",
+                        "(a cat:0) (on (a:2) sofa)", r"a \(cat\) on a (sofa)")
+
+
 def load_golden(fixtures: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -332,7 +363,7 @@ def load_golden(fixtures: Path) -> dict:
 
 CHECKS = {"exactness": check_exactness, "refusals": check_refusals, "controlnet": check_controlnet,
           "motion_lora": check_motion_lora, "dtypes": check_dtypes,
-          "full_size_layout": check_full_size_layout}
+          "full_size_layout": check_full_size_layout, "prompt_weights": check_prompt_weights}
 
 if __name__ == "__main__":
     check, folder, fixtures = sys.argv[1:4]

@@ -464,6 +464,17 @@ def test_native_motion_lora_equals_the_librarys():
     assert found["sdxl_lora"].startswith("InputError: motion_lora: ") and "not a motion LoRA" in found["sdxl_lora"]
 
 
+def test_prompt_weights_mean_what_comfyuis_clip_text_encode_makes_of_them():
+    """The same prompt, weights and escapes included, gives the pack's text encoding and ComfyUI's own
+    (tokenize + encode_from_tokens, fp32) on the tiny encoders loaded by the native loader: the
+    context states and the pooled embedding."""
+    found = native_check("prompt_weights")
+    for prompt, result in found.items():
+        assert result["context"] < 1e-5 * result["scale"] + 1e-6 and result["pooled"] < 1e-5, (prompt, result)
+    weighted = [result["vs_plain"] for prompt, result in found.items() if ":" in prompt or "((" in prompt]
+    assert len(weighted) == 3 and min(weighted) > 1e-2  # the weights changed the states
+
+
 def test_native_temporal_weights_take_the_models_dtype():
     found = native_check("dtypes")
     assert found["bf16"]["stored"] == ["torch.bfloat16"] and found["bf16"]["error"] < 0.1  # bf16 rounding
