@@ -163,7 +163,9 @@ def test_prompt_lines_take_their_settings_and_seed(tmp_path):
     ('{"prompt": "a", "colour": 1}', "line 2: unknown keys 'colour'"),
     ('{"prompt": "a",', "line 2: starts with { but is not a JSON object"),
     ('{"frames": 8}', "line 2: needs \"prompt\""),
-    ('{"prompt": "a", "scheduler": "fast"}', "line 2: scheduler: unknown scheduler 'fast'")])
+    ('{"prompt": "a", "scheduler": "fast"}', "line 2: scheduler: unknown scheduler 'fast'"),
+    ("a (cat", r"line 2: prompt: unclosed '\(' at character 3"),
+    ('{"prompt": "a", "negative_prompt": "(x:99)"}', "line 2: negative_prompt: weight '99' at character 4")])
 def test_bad_prompt_lines_name_the_file_and_line(tmp_path, line, message):
     prompts = tmp_path / "p.txt"
     prompts.write_text(f"fine\n{line}\n")

@@ -83,6 +83,7 @@ def read_prompts(path, settings: Settings, negative_prompt: str | None = "blurry
         where = f"{file} line {number}"
         index = len(lines)
         values = _line_values(raw.strip(), where)
+        _check_weights(values, where)
         try:
             line_settings = _line_settings(settings, values, index)
             line_settings.check()
@@ -113,13 +114,17 @@ def _line_values(raw: str, where: str) -> dict:
     negative = values.get("negative_prompt", "")
     if negative is not None and not isinstance(negative, str):
         raise InputError(where, f"\"negative_prompt\" must be a string or null, got {negative!r}")
-    for key in ("prompt", "negative_prompt"):  # weights, `(words:1.2)`, well formed
+    return values
+
+
+def _check_weights(values: dict, where: str) -> None:
+    """InputError naming the line unless the prompts' weights, `(words:1.2)`, are well formed."""
+    for key in ("prompt", "negative_prompt"):
         if isinstance(values.get(key), str):
             try:
                 parse_weights(values[key], key)
             except InputError as error:
                 raise InputError(where, f"{key}: {error.problem}") from None
-    return values
 
 
 def _line_settings(settings: Settings, values: dict, index: int) -> Settings:
