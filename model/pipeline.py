@@ -281,23 +281,26 @@ class HotshotXLPipeline:
                 predict = watch(predict)
             if context is not None:
                 predict = windowed_predictor(predict, context, self.distributed and self.distributed.windows)
-            init = None if init is None else init.to(self.device)
+            from .video2video.strength import steps_run
+
             freeinit = freeinit_options(settings.freeinit)
-            if freeinit.iterations == 1:
+            if freeinit.iterations == 1 or init is not None and steps_run(settings.steps, settings.strength) == 0:
+                init = None if init is None else init.to(self.device)  # (strength 0: the input, however often)
                 return denoise(predict, scheduler, noise.to(self.device), settings.steps, generator, callback,
                                init, settings.strength)
 
-            def sample_once(start, step_callback):  # a fresh scheduler each time: no state carried over
+            def sample_once(start, step_callback, video=None):  # a fresh scheduler each time: no state carried
                 return denoise(predict, make_scheduler(settings.scheduler, self.scheduler_config),
-                               start.to(self.device), settings.steps, generator, step_callback, init,
-                               settings.strength)
+                               start.to(self.device), settings.steps, generator, step_callback,
+                               None if video is None else video.to(self.device), settings.strength)
 
             def fresh_noise():
                 shape = settings.frames, settings.height, settings.width
                 return new_noise(initial_noise(settings.seed, *shape, generator=generator)[0])
 
             alpha_bar = float(scheduler.alphas_cumprod[-1])  # the last training timestep's
-            return sample_with_freeinit(sample_once, noise, freeinit, alpha_bar, fresh_noise, callback)
+            video = None if init is None else init.float().cpu()  # video-to-video: re-noised each iteration
+            return sample_with_freeinit(sample_once, noise, freeinit, alpha_bar, fresh_noise, callback, video)
 
     def decode(self, latents: torch.Tensor, frames_per_chunk: int = 4, tiled: bool | str = False, callback=None):
         """Frames (frames, height, width, 3) in 0..1; `tiled`: True/False or "auto"/"on"/"off"."""

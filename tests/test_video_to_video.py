@@ -104,3 +104,52 @@ def test_python_strength_and_init_checks(pipe, video):
         v2v(pipe, video[:3], 0.5, frames=8)
     with pytest.raises(InputError, match="the video 64x64"):
         v2v(pipe, video, 0.5, width=64)
+
+
+def test_freeinit_with_video_to_video(pipe, video, monkeypatch):
+    """FreeInit 1 is plain video-to-video bit for bit; with 2, the second iteration starts at the
+    strength's noise level from the previous result's low frequencies (noised with the first
+    iteration's noise) and the input's high frequencies (noised with fresh noise)."""
+    from model.denoising.loop import call_predictor
+    from model.denoising.schedulers import make_scheduler
+    from model.pipeline import Settings
+    from model.travel import freeinit as freeinit_module
+    from model.travel.freeinit import FreeInitOptions
+    from model.video2video.strength import start_from
+
+    settings = dict(width=96, height=64, frames=4, steps=4, seed=7, strength=0.5)  # 2 of the 4 steps run
+    conditions = pipe.encode("a corgi", "blurry")
+    init = pipe.encode_video(video[:4])
+    plain = pipe.sample(conditions, Settings(**settings), init=init)
+    assert torch.equal(pipe.sample(conditions, Settings(**settings, freeinit=1), init=init), plain)
+
+    mixes, inputs = [], []
+    mix = freeinit_module.mix_frequencies
+    monkeypatch.setattr(freeinit_module, "mix_frequencies",
+                        lambda low, high, gains: mixes.append((low, high, gains, mix(low, high, gains))) or
+                        mixes[-1][-1])
+
+    def watch(predict):  # records what the guided UNet is given, step by step
+        def watched(latents, timestep, **position):
+            inputs.append(latents.clone())
+            return call_predictor(predict, latents, timestep, **position)
+        watched.takes_position = True
+        return watched
+
+    twice = pipe.sample(conditions, Settings(**settings, freeinit=FreeInitOptions(2, "butterworth", 0.25)),
+                        init=init, watch=watch)
+    (first_noise, fresh, gains, noise), (previous, given, _, mixed) = mixes
+    assert torch.equal(previous, plain) and torch.equal(given, init)  # the first iteration: plain v2v
+    assert torch.equal(first_noise, torch.randn((1, 4, 4, 8, 12), generator=torch.Generator().manual_seed(7)))
+    assert len(inputs) == 4  # 2 steps an iteration
+    scheduler = make_scheduler("euler_a", pipe.scheduler_config)
+    scheduler.set_timesteps(4)
+    start, timesteps = start_from(scheduler, mixed, noise, 4, 0.5)
+    assert torch.allclose(inputs[2], scheduler.scale_model_input(start, timesteps[0]), atol=1e-6)
+    # In frequency terms: the previous result and the input video, each noised to the strength's level.
+    low = scheduler.add_noise(plain, first_noise, timesteps[:1])
+    high = scheduler.add_noise(init, fresh, timesteps[:1])
+    fft = lambda x: torch.fft.fftn(x, dim=(-3, -2, -1))  # noqa: E731
+    assert torch.allclose(fft(start), fft(low) * gains + fft(high) * (1 - gains), atol=1e-3)
+    assert (fft(start) - fft(high)).abs()[..., 0, 0, 0].min() > 0.1  # zero frequency: the previous result's
+    assert not torch.allclose(twice, plain, atol=1e-3) and torch.isfinite(twice).all()

@@ -6,6 +6,15 @@ only its low space-time frequencies: a low-pass filter over the 3-D FFT of (fram
 width). Fresh noise gives the high frequencies, and sampling starts again from the mix. The video's
 layout and motion, which live in the low frequencies, so carry over from one iteration to the next.
 
+With video-to-video, sampling starts from the input video noised to the level its strength picks
+(video2video/strength.py), not from pure noise. There each later iteration re-noises a video to
+that same level: the previous result's low frequencies with the first iteration's noise, the input
+video's high frequencies with fresh noise. (Noising is linear, so that is the input's level of
+noise on one mixed video, `mix(previous, input)`, with one mixed noise, `mix(first, fresh)`.) So the
+layout and motion carry over from the previous result as for text-to-video, at the strength's
+level rather than the last training timestep's, and the details come from the input every time.
+At strength 1 this is text-to-video's FreeInit with the input's high frequencies in the start.
+
 The filtering runs on the CPU in float32, like the initial noise, so a seed gives the same video
 on any device.
 """
@@ -93,23 +102,32 @@ def noised(latents: torch.Tensor, noise: torch.Tensor, alpha_bar: float) -> torc
 
 
 def sample_with_freeinit(sample: Callable, noise: torch.Tensor, options: FreeInitOptions, alpha_bar: float,
-                         fresh_noise: Callable[[], torch.Tensor], callback=None) -> torch.Tensor:
+                         fresh_noise: Callable[[], torch.Tensor], callback=None,
+                         init: torch.Tensor | None = None) -> torch.Tensor:
     """`sample(noise, callback)` run `options.iterations` times (see the module's docstring).
 
     `noise`: the first iteration's (CPU, float32); `alpha_bar`: ᾱ at the last training timestep;
     `fresh_noise()`: a new draw for each later iteration's high frequencies. `callback(step, total,
     latents)` counts the steps of all iterations together.
+
+    `init` (CPU, float32): video-to-video's input latents; then `sample(noise, callback, init)` is
+    called, noising its `init` with its `noise` to the strength's level: the first time the input
+    and `noise`, later the mixes the module's docstring describes.
     """
     iterations = options.iterations
     gains = low_pass(tuple(noise.shape[-3:]), options) if iterations > 1 else None
-    start, latents = noise, None
+    start, video, latents = noise, init, None
     for iteration in range(iterations):
         def step(index, total, current, _done=iteration):
             if callback is not None:
                 callback(_done * total + index, iterations * total, current)
 
-        if iteration:
+        if iteration and init is None:
             previous = noised(latents.float().cpu(), noise, alpha_bar)
             start = mix_frequencies(previous, fresh_noise(), gains)
-        latents = sample(start, step if callback is not None else None)
+        elif iteration:
+            start = mix_frequencies(noise, fresh_noise(), gains)
+            video = mix_frequencies(latents.float().cpu(), init, gains)
+        callback_ = step if callback is not None else None
+        latents = sample(start, callback_) if init is None else sample(start, callback_, video)
     return latents
