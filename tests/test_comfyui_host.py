@@ -470,9 +470,11 @@ def test_prompt_weights_mean_what_comfyuis_clip_text_encode_makes_of_them():
     context states and the pooled embedding."""
     found = native_check("prompt_weights")
     for prompt, result in found.items():
+        assert not isinstance(result["context"], str), (prompt, result)  # the same chunks
         assert result["context"] < 1e-5 * result["scale"] + 1e-6 and result["pooled"] < 1e-5, (prompt, result)
-    weighted = [result["vs_plain"] for prompt, result in found.items() if ":" in prompt or "((" in prompt]
-    assert len(weighted) == 3 and min(weighted) > 1e-2  # the weights changed the states
+    assert [result["chunks"] for result in found.values()] == [1, 1, 1, 1, 1, 2]
+    weighted = [result["vs_unweighted"] for result in found.values() if result["vs_unweighted"] is not None]
+    assert len(weighted) == 4 and min(weighted) > 1e-2  # the weights changed the states
 
 
 def test_native_temporal_weights_take_the_models_dtype():

@@ -8,7 +8,7 @@ import torch
 from model.errors import InputError
 from model.pipeline import load_pipeline
 from model.sample import run
-from model.text.encoders import prompt_token_weights
+from model.text.encoders import chunk_runs, prompt_runs
 from model.text.weights import parse_weights
 
 PLAIN = "a cat on a sofa"
@@ -69,8 +69,9 @@ def test_a_weight_moves_only_its_tokens_states_from_the_empty_prompts(pipe):
     plain, empty = text.encode(PLAIN), text.encode("")
     weighted = text.encode("a (cat:1.5) on a (sofa:0)")
     # Tokens (one a character in the tiny byte vocabulary) and their positions after the start token.
-    ids, weights = prompt_token_weights(text.tokenizer, "a (cat:1.5) on a (sofa:0)")
-    assert ids == prompt_token_weights(text.tokenizer, PLAIN)[0]
+    tokens = [token for run in prompt_runs(text.tokenizer, "a (cat:1.5) on a (sofa:0)") for token in run]
+    weights = [weight for _, weight in tokens]
+    assert [i for i, _ in tokens] == [i for run in prompt_runs(text.tokenizer, PLAIN) for i, _ in run]
     at = {w: [1 + i for i, x in enumerate(weights) if x == w] for w in (1.0, 1.5, 0.0)}
     assert len(at[1.5]) == len(text.tokenizer("cat", add_special_tokens=False).input_ids) and at[0.0]
     changed = (weighted.context != plain.context).any(-1)[0]
@@ -87,6 +88,18 @@ def test_a_weight_moves_only_its_tokens_states_from_the_empty_prompts(pipe):
     assert long.chunks == 2 and (long.context != long_plain.context).any(-1)[0].nonzero().flatten().tolist() == [83]
     expected = (long_plain.context[0, 83] - empty.context[0, 6]) * 2 + empty.context[0, 6]
     assert torch.allclose(long.context[0, 83], expected, atol=1e-6)
+
+
+def test_chunks_are_laid_out_as_comfyui_lays_them_out():
+    def sizes(*runs):
+        return [len(chunk) for chunk in chunk_runs([[(0, weight)] * count for count, weight in runs])]
+
+    assert sizes((160, 1.0)) == [75, 75, 10]  # one run (no parentheses): every 75 tokens, as before
+    assert sizes((70, 1.0), (7, 1.5)) == [70, 7]  # a run of under 8 tokens is not split: the next chunk
+    assert sizes((70, 1.0), (8, 1.5)) == [75, 3]  # a longer one is split where the chunk fills
+    assert sizes((75, 1.0), (3, 1.5)) == [75, 3] and sizes() == [0] and sizes((0, 1.0)) == [0]
+    chunks = chunk_runs([[(1, 1.0)] * 70, [(2, 1.5)] * 7])
+    assert chunks[1] == [(2, 1.5)] * 7
 
 
 def test_bad_weights_are_refused_by_each_entry_point(pipe, tiny_model_dir, tmp_path, capsys):

@@ -6,13 +6,13 @@ Prompts longer than CLIP's 77 tokens are encoded in chunks of 75 tokens (each wr
 end tokens) and concatenated along the token axis, instead of being cut off; a prompt that fits
 in one chunk is tokenized exactly as the original pipeline did.
 
-Prompts may carry weights as ComfyUI writes them, `(words:1.2)` (see `weights.py`); a prompt
-without parentheses is encoded exactly as before.
+Prompts may carry weights as ComfyUI writes them, `(words:1.2)` (see `weights.py`), and are then
+chunked as ComfyUI chunks them (`chunk_runs`); a prompt without parentheses is encoded exactly as
+before.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -35,35 +35,58 @@ class Conditioning:
         return self.context.shape[1] // (CHUNK_TOKENS + 2)
 
 
-def prompt_token_weights(tokenizer, prompt: str, name: str = "prompt",
-                         weighted: bool = True) -> tuple[list[int], list[float]]:
-    """The prompt's token ids (no start/end tokens) and each one's weight.
+# ComfyUI's max_word_length: a run of weighted text shorter than this is never split between chunks.
+SHORT_RUN = 8
+
+Token = tuple[int, float]  # token id and its weight
+
+
+def prompt_runs(tokenizer, prompt: str, name: str = "prompt", weighted: bool = True) -> list[list[Token]]:
+    """The prompt's runs of text, each as its tokens (no start/end tokens) with the run's weight.
 
     Each weighted run is tokenized on its own, as ComfyUI does; a prompt without parentheses (or
-    `weighted=False`) is tokenized whole, as the original pipeline does.
+    `weighted=False`) is one run tokenized whole, as the original pipeline does.
     """
     segments = parse_weights(prompt, name) if weighted else [(prompt, 1.0)]
-    ids, weights = [], []
+    runs = []
     for text, weight in segments:
-        part = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
-        ids += part
-        weights += [weight] * len(part)
-    return ids, weights
+        ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+        runs.append([(token, weight) for token in ids])
+    return runs
 
 
-def _token_chunks(tokenizer, ids: list[int], weights: list[float],
+def chunk_runs(runs: list[list[Token]]) -> list[list[Token]]:
+    """The runs' tokens in chunks of at most 75, laid out as ComfyUI lays them out: a run that does not
+    fit in the current chunk is split where the chunk fills if it has SHORT_RUN tokens or more, and
+    otherwise moved whole into the next chunk (the current one padded). So a prompt without
+    parentheses, one run, is split every 75 tokens, as the original pipeline does."""
+    chunks: list[list[Token]] = [[]]
+    for run in runs:
+        rest = run
+        while rest:
+            room = CHUNK_TOKENS - len(chunks[-1])
+            if len(rest) <= room:
+                chunks[-1] += rest
+                break
+            if len(run) >= SHORT_RUN:
+                chunks[-1] += rest[:room]
+                rest = rest[room:]
+            chunks.append([])
+    return chunks
+
+
+def _token_chunks(tokenizer, chunked: list[list[Token]],
                   chunks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chunks, 77) token ids: start, up to 75 prompt tokens, end, then padding; and their weights
-    (1 for the start, end and padding tokens)."""
-    count = max(1, math.ceil(len(ids) / CHUNK_TOKENS)) if chunks is None else chunks
+    """(chunks, 77) token ids: start, the chunk's prompt tokens, end, then padding; and their weights
+    (1 for the start, end and padding tokens). `chunks` (default: as many as there are) drops the
+    chunks past it or adds empty ones."""
+    count = len(chunked) if chunks is None else chunks
     rows, row_weights = [], []
-    for index in range(count):
-        part = ids[index * CHUNK_TOKENS:(index + 1) * CHUNK_TOKENS]
-        part_weights = weights[index * CHUNK_TOKENS:(index + 1) * CHUNK_TOKENS]
-        row = [tokenizer.bos_token_id, *part, tokenizer.eos_token_id]
+    for part in chunked[:count] + [[]] * (count - len(chunked)):
+        row = [tokenizer.bos_token_id, *(token for token, _ in part), tokenizer.eos_token_id]
         padding = CHUNK_TOKENS + 2 - len(row)
         rows.append(row + [tokenizer.pad_token_id] * padding)
-        row_weights.append([1.0, *part_weights, 1.0] + [1.0] * padding)
+        row_weights.append([1.0, *(weight for _, weight in part), 1.0] + [1.0] * padding)
     return torch.tensor(rows), torch.tensor(row_weights, dtype=torch.float32)
 
 
@@ -82,7 +105,7 @@ class TextEncoders:
         return self.text_encoder_2.device
 
     def prompt_tokens(self, prompt: str, name: str = "prompt", weighted: bool = True) -> int:
-        return len(prompt_token_weights(self.tokenizer, prompt, name, weighted)[0])
+        return sum(len(run) for run in prompt_runs(self.tokenizer, prompt, name, weighted))
 
     @torch.no_grad()
     def encode(self, prompt: str, chunks: int | None = None, name: str = "prompt",
@@ -94,18 +117,18 @@ class TextEncoders:
         pooled embedding is the tokens' own, unweighted. InputError naming `name` for a malformed
         weight.
         """
-        tokens_1 = prompt_token_weights(self.tokenizer, prompt, name, weighted)
-        tokens_2 = prompt_token_weights(self.tokenizer_2, prompt, name, weighted)
-        ids_1, weights_1 = _token_chunks(self.tokenizer, *tokens_1, chunks)
-        ids_2, weights_2 = _token_chunks(self.tokenizer_2, *tokens_2, ids_1.shape[0])
+        chunked_1 = chunk_runs(prompt_runs(self.tokenizer, prompt, name, weighted))
+        chunked_2 = chunk_runs(prompt_runs(self.tokenizer_2, prompt, name, weighted))
+        ids_1, weights_1 = _token_chunks(self.tokenizer, chunked_1, chunks)
+        ids_2, weights_2 = _token_chunks(self.tokenizer_2, chunked_2, ids_1.shape[0])
         out_1 = self.text_encoder(ids_1.to(self.device), output_hidden_states=True)
         out_2 = self.text_encoder_2(ids_2.to(self.device), output_hidden_states=True)
         states_1, states_2 = out_1.hidden_states[-2], out_2.hidden_states[-2]  # (chunks, 77, 768 / 1280)
         if bool((weights_1 != 1).any() or (weights_2 != 1).any()):
             # ComfyUI weighs float32 states; the empty prompt is one chunk: start, end, padding
-            empty_1 = self.text_encoder(_token_chunks(self.tokenizer, [], [], 1)[0].to(self.device),
+            empty_1 = self.text_encoder(_token_chunks(self.tokenizer, [[]])[0].to(self.device),
                                         output_hidden_states=True).hidden_states[-2]
-            empty_2 = self.text_encoder_2(_token_chunks(self.tokenizer_2, [], [], 1)[0].to(self.device),
+            empty_2 = self.text_encoder_2(_token_chunks(self.tokenizer_2, [[]])[0].to(self.device),
                                           output_hidden_states=True).hidden_states[-2]
             states_1 = _weighted(states_1.float(), empty_1.float(), weights_1)
             states_2 = _weighted(states_2.float(), empty_2.float(), weights_2)
@@ -113,7 +136,7 @@ class TextEncoders:
         context = torch.cat([states_1, states_2], dim=-1)
         context = context.reshape(1, -1, context.shape[-1])
         pooled = out_2.text_embeds[:1]  # the first chunk's pooling, as single-chunk SDXL does
-        return Conditioning(context.float(), pooled.float(), len(tokens_1[0]))
+        return Conditioning(context.float(), pooled.float(), sum(len(part) for part in chunked_1))
 
     def encode_pair(self, prompt: str, negative_prompt: str | None,
                     names: tuple[str, str] = ("prompt", "negative_prompt")) -> tuple[Conditioning, Conditioning]:
@@ -135,7 +158,7 @@ class TextEncoders:
         return positive, self.encode(negative_prompt or "", chunks, names[1])
 
     def _chunks_for(self, prompt: str, name: str = "prompt") -> int:
-        return max(1, math.ceil(self.prompt_tokens(prompt, name) / CHUNK_TOKENS))
+        return len(chunk_runs(prompt_runs(self.tokenizer, prompt, name)))
 
 
 def _weighted(context: torch.Tensor, empty: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
