@@ -376,7 +376,7 @@ def _run(argv=None) -> int:
         for label, text in (*prompts, ("--negative-prompt", negative)):
             tokens = pipe.text.prompt_tokens(text) if text else 0
             if tokens > 75:
-                chunks = -(-tokens // 75)
+                chunks = pipe.text._chunks_for(text)  # (weighted runs are not split: maybe one more than n/75)
                 print(f"{label} is {tokens} tokens: encoded in {chunks} chunks of 75 (CLIP reads 75 at a time)",
                       file=sys.stderr)
         if keyframes is not None:

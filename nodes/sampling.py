@@ -51,7 +51,9 @@ class HotshotXLTextEncode:
                 "model": (MODEL, {"tooltip": "The Hotshot-XL model whose two CLIP text encoders read the prompts."}),
                 "prompt": ("STRING", {"default": choices.DEFAULT_PROMPT, "multiline": True, "dynamicPrompts": True,
                                       "tooltip": "What the video shows. Prompts over 75 tokens are encoded in "
-                                                 "chunks of 75 rather than cut off."}),
+                                                 "chunks of 75 rather than cut off. Weights as in CLIP Text "
+                                                 "Encode: (words:1.2), (words) = 1.1; \\( \\) for literal "
+                                                 "parentheses."}),
                 "negative_prompt": ("STRING", {"default": choices.DEFAULT_NEGATIVE_PROMPT, "multiline": True, "dynamicPrompts": True,
                                                "tooltip": "What the video should not show. An empty text is "
                                                           "encoded as an empty prompt, as ComfyUI does."}),

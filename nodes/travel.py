@@ -29,7 +29,9 @@ class HotshotXLPromptTravel:
                                          "tooltip": "One `frame: prompt` line per keyframe, frames from 0 in "
                                                     "ascending order (or a JSON object {\"0\": \"...\"}). Each frame's "
                                                     "text blends between the keyframes around it; frames before the "
-                                                    "first or after the last hold its prompt."}),
+                                                    "first or after the last hold its prompt. Weights as in "
+                                                    "CLIP Text Encode: (words:1.2); \\( \\) for literal "
+                                                    "parentheses."}),
                 "negative_prompt": ("STRING", {"default": "blurry", "multiline": True, "dynamicPrompts": True,
                                                "tooltip": "What the video should not show, for every frame."}),
                 "interpolation": (list(INTERPOLATIONS), {"default": "linear",
