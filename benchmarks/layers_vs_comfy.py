@@ -7,9 +7,9 @@ A full-size UNet step is tens of seconds on a CPU; its layers take a fraction of
 alternating them a few times in one process (one torch) gives ratios that a shared machine's drifts hit
 alike. Layers (cond+uncond batch, 2 x frames images): the spatial transformers of the 640- and 1280-wide
 levels (2 and 10 blocks deep), resnets at each level (an up block's with its skip connection), our
-temporal layers at each level; ours also with whole tensors (piece budget None) to show what the
-pieces cost. Random weights of the same scale on both sides. Prints the median CPU seconds per call
-(process time, all threads) and wall seconds.
+temporal layers at each level; ours also with whole tensors (`ours-whole`, piece budget None) or a
+given piece budget (`ours@32`: 32 MiB) to show what the pieces cost. Random weights of the same scale on
+both sides. Prints the median CPU seconds per call (process time, all threads) and wall seconds.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="", help="comma list of layer names to run")
-    parser.add_argument("--sides", default="ours,ours-whole,comfy")
+    parser.add_argument("--sides", default="ours,ours-whole,comfy",
+                        help="comma list of ours (piece budget auto), ours-whole, ours@MIB, comfy")
     args = parser.parse_args()
 
     comfyui()
@@ -111,6 +112,8 @@ def main() -> None:
         for side in args.sides.split(","):
             if side == "ours-whole":
                 calls.append((side, sides["ours"], None))
+            elif side.startswith("ours@"):  # ours@32: pieces of 32 MiB
+                calls.append((side, sides["ours"], int(side[5:]) * 2**20))
             elif side in sides:
                 calls.append((side, sides[side], "auto"))
         module = sides["module"]
