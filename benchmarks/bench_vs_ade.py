@@ -19,13 +19,21 @@ the difference of the 3-step and the 1-step prompt over 2. The packs alternate w
 (ours 1, ADE 1, ours 3, ADE 3), so a shared machine's drifts hit both alike. For each prompt: wall
 seconds, the server's CPU seconds (/proc/<pid>/stat) and its peak resident memory (VmHWM, reset
 through /proc/<pid>/clear_refs before the prompt). Linux only. Prints the machine first.
+
+The fraction of the matmul peak: one CFG step of the Hotshot-XL UNet at these sizes is counted in FLOPs
+(torch's FlopCounterMode on the meta device: nothing allocated; both packs do this work, ADE a little more
+for projecting the text per frame), divided by the s/step and by the best GFLOP/s of a 4096^2 `torch.mm`
+in `--dtype`, measured by the server's interpreter ($COMFYUI_PYTHON) before the server starts.
+`--steps 1 3` are the two prompt lengths (s/step is their difference over the step difference).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,6 +64,30 @@ def ade(checkpoint: str, temporal: str, steps: int, seed: int, size: int, frames
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}}})
 
 
+def matmul_peak(dtype: str) -> float:
+    """GFLOP/s of a 4096^2 torch.mm in `dtype`, measured by the interpreter that runs the server."""
+    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
+    code = (f"import sys, torch; sys.path.insert(0, {str(HERE)!r}); import _common; "
+            f"print(_common.matmul_peak_gflops(dtype=torch.{'float32' if dtype == 'fp32' else 'bfloat16'}))")
+    out = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def step_flops(size: int, frames: int) -> float:
+    """FLOPs of one CFG step (cond + uncond) of the full-size Hotshot-XL UNet, counted on the meta device."""
+    import torch
+
+    from model.network.config import UNetConfig
+    from model.network.unet import HotshotXLUNet
+
+    config = _common.diffusers_config("full")
+    with torch.device("meta"):
+        unet = HotshotXLUNet(UNetConfig.from_dict(config)).eval()
+    inputs = {k: v.to("meta") for k, v in _common.unet_inputs(config, frames, size).items()}
+    return _common.count_flops(lambda: unet(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"],
+                                            inputs["text_embeds"], inputs["time_ids"]))
+
+
 def run_prompt(client, graph: dict, timeout: float) -> dict:
     client.free(unload_models=True, free_memory=True)
     time.sleep(2.0)  # /free is acted on by the worker between prompts
@@ -64,13 +96,22 @@ def run_prompt(client, graph: dict, timeout: float) -> dict:
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset VmHWM
     except OSError:
         pass
-    cpu, started = cpu_seconds(pid), time.perf_counter()
+    cpu, busy, started = cpu_seconds(pid), machine_busy_seconds(), time.perf_counter()
     entry = client.wait(client.queue(graph), timeout=timeout)
     wall = time.perf_counter() - started
+    own = cpu_seconds(pid) - cpu
+    others = max(machine_busy_seconds() - busy - own, 0.0) / wall
     status = entry.get("status", {}).get("status_str")
     if status != "success":
         raise SystemExit(f"prompt failed ({status}): {entry.get('status')}\n{client.log_tail()}")
-    return {"wall_s": wall, "cpu_s": cpu_seconds(pid) - cpu, "peak_mib": status_mib(pid, "VmHWM")}
+    return {"wall_s": wall, "cpu_s": own, "peak_mib": status_mib(pid, "VmHWM"), "others_cores": others}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (/proc/stat), to tell the load of others."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -83,6 +124,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, nargs=2, default=(1, 3), metavar=("FEW", "MORE"),
+                        help="steps of the two prompts; the first is 'first prompt'")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per prompt")
     args = parser.parse_args()
     if not os.environ.get("COMFYUI_PATH"):
@@ -92,6 +135,13 @@ def main() -> None:
     print("machine:", _common.describe(_common.machine()))
     print(f"{args.frames} frames at {args.size}x{args.size}, cfg {args.cfg}, euler ancestral, {args.dtype}; "
           f"ComfyUI {os.environ['COMFYUI_PATH']}, AnimateDiff-Evolved {args.ade}")
+    few, more = args.steps
+    if not 1 <= few < more:
+        sys.exit(f"--steps: expected two step counts, the first at least 1 and smaller than the second, got {few} {more}")
+    peak_gflops = matmul_peak(args.dtype)
+    flops = step_flops(args.size, args.frames)
+    print(f"{args.dtype} matmul peak (4096^2 torch.mm, server's torch): {peak_gflops:.0f} GFLOP/s; "
+          f"one CFG UNet step: {flops / 1e12:.2f} TFLOP", flush=True)
     models = {"checkpoints": [checkpoint], "animatediff_models": [temporal]}
     extra = ["--bf16-unet"] if args.dtype == "bf16" else []
     graphs = {
@@ -100,30 +150,36 @@ def main() -> None:
         "AnimateDiff-Evolved": lambda steps, seed: ade(checkpoint.name, temporal.name, steps, seed, args.size,
                                                        args.frames, args.cfg),
     }
-    results = {name: {1: [], 3: []} for name in graphs}
+    results = {name: {few: [], more: []} for name in graphs}
     with running_comfyui(REPO, models, extra_args=extra, other_packs={"ComfyUI-AnimateDiff-Evolved": args.ade},
                          startup_timeout=600) as client:
         seed = 1000
         for round_ in range(args.rounds):
-            for steps in (1, 3):
+            for steps in (few, more):
                 for name, graph in graphs.items():
                     seed += 1  # a new seed: ComfyUI's cache never answers a prompt unrun
                     result = run_prompt(client, graph(steps, seed), args.timeout)
                     results[name][steps].append(result)
                     print(f"round {round_ + 1}, {name}, {steps} step(s): {result['wall_s']:.1f} s wall, "
-                          f"{result['cpu_s']:.1f} CPU-s, peak {result['peak_mib']:,.0f} MiB", flush=True)
+                          f"{result['cpu_s']:.1f} CPU-s, peak {result['peak_mib']:,.0f} MiB, "
+                          f"others used {result['others_cores']:.2f} cores", flush=True)
 
-    print(f"\n| {args.dtype} | s per step (wall) | CPU-s per step | first prompt (load + 1 step), wall "
-          "| peak resident |\n| --- | --- | --- | --- | --- |")
+    print(f"\n| {args.dtype} | s per step (wall) | CPU-s per step | first prompt (load + {few} step), wall "
+          "| of it not steps (load, text, decode) | peak resident | of the matmul peak |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     per_step = {}
     for name, by_steps in results.items():
-        wall = [(b["wall_s"] - a["wall_s"]) / 2 for a, b in zip(by_steps[1], by_steps[3])]
-        cpu = [(b["cpu_s"] - a["cpu_s"]) / 2 for a, b in zip(by_steps[1], by_steps[3])]
+        wall = [(b["wall_s"] - a["wall_s"]) / (more - few) for a, b in zip(by_steps[few], by_steps[more])]
+        cpu = [(b["cpu_s"] - a["cpu_s"]) / (more - few) for a, b in zip(by_steps[few], by_steps[more])]
         per_step[name] = statistics.median(wall)
-        first = statistics.median(r["wall_s"] for r in by_steps[1])
-        peak = max(r["peak_mib"] for r in by_steps[1] + by_steps[3])
-        print(f"| {name} | {per_step[name]:.1f} | {statistics.median(cpu):.1f} | {first:.1f} s | {peak / 1024:.1f} GiB |")
-    print(f"\nours / AnimateDiff-Evolved, s per step: {per_step['ours'] / per_step['AnimateDiff-Evolved']:.2f}x")
+        first = statistics.median(r["wall_s"] for r in by_steps[few])
+        peak = max(r["peak_mib"] for r in by_steps[few] + by_steps[more])
+        fraction = flops / per_step[name] / (peak_gflops * 1e9) if per_step[name] > 0 else float("nan")
+        print(f"| {name} | {per_step[name]:.1f} | {statistics.median(cpu):.1f} | {first:.1f} s "
+              f"| {first - few * per_step[name]:.1f} s | {peak / 1024:.1f} GiB | {fraction:.2f} |")
+    first = {name: statistics.median(r["wall_s"] for r in by_steps[few]) for name, by_steps in results.items()}
+    print(f"\nours / AnimateDiff-Evolved: s per step {per_step['ours'] / per_step['AnimateDiff-Evolved']:.2f}x, "
+          f"first prompt {first['ours'] / first['AnimateDiff-Evolved']:.2f}x")
 
 
 if __name__ == "__main__":

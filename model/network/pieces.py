@@ -18,10 +18,16 @@ import math
 import torch
 
 MiB = 2**20
-# Largest temporary of one piece, by device type. On CPUs pieces cost no speed (they stay closer
-# to cache size) and save most of the activation memory; GPUs run faster on whole tensors and
-# have the memory for them at Hotshot-XL's sizes, so they are not split unless asked.
-AUTO_BUDGETS = {"cpu": 32 * MiB}
+# Largest temporary of one piece, by device type. On CPUs pieces bound the activation memory, but
+# each piece is a further round of kernel calls that streams the layer's whole weights again (a
+# 1280-wide transformer block holds 139 MB in fp32) and meets the threads at a barrier again: with
+# 32 MiB pieces the full-size UNet's layers at 256x256x8 took 1.1-2.4x the CPU time of whole tensors
+# (1.65x for the 10-block transformers, 2.3x for the 320-wide temporal layers; benchmarks/
+# layers_vs_comfy.py, README "Where a step's time goes"). 256 MiB leaves every layer whole at
+# 256x256x8 and splits the larger sizes into a few pieces, still a small fraction of the weights
+# (10 GiB in fp32, 5 GiB in bf16). GPUs run faster on whole tensors and have the memory for them at
+# Hotshot-XL's sizes, so they are not split unless asked.
+AUTO_BUDGETS = {"cpu": 256 * MiB}
 
 
 def resolve_budget(budget: int | str | None, device: torch.device) -> int | None:
