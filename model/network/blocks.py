@@ -71,8 +71,8 @@ def _train_after_resnet(block, i: int, x, context, frames: int, temporal: bool, 
     checkpointed on its own when `checkpointing`."""
     if block.attentions is not None:
         x = checkpointed(checkpointing, block.attentions[i].train_forward, x, context)
-    if temporal:
-        x = checkpointed(checkpointing, block.temporal_attentions[i].train_forward, x, frames)
+    if temporal:  # checkpointed piece by piece (temporal.py)
+        x = block.temporal_attentions[i].train_forward(x, frames, checkpointing)
     return x
 
 
