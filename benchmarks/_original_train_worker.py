@@ -71,6 +71,9 @@ def main() -> None:
 
     trained = sum(p.numel() for p in unet.parameters() if p.requires_grad)
     info = {"impl": "original", "weights_mib": _common.state_mib(unet), "build_s": build_s, "trained": trained}
+    if device.type == "cuda":  # the base bench_train.py measures the peak above, as for ours
+        torch.cuda.synchronize()
+        info["device_weights_mib"] = torch.cuda.memory_allocated() / _common.MiB
     _common.serve_steps(step, info, sync=torch.cuda.synchronize if device.type == "cuda" else None)
 
 

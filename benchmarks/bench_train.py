@@ -7,10 +7,11 @@
 `unet` times one training step (forward, MSE against noise, backward into the temporal layers, the
 rest frozen) at a named configuration (see bench.py: random weights seeded by tensor name, so the
 original gets the same ones, and the same batch) in fp32 and bf16, each with and without gradient
-checkpointing: ours (train mode, checkpointing per block) and, with --original, the original
-UNet3DConditionModel with its own checkpointing. Each variant runs in its own process; steps alternate
-between implementations round by round. Peak memory: resident (CPU) or allocated (CUDA) memory above
-the weights. `caption` times the captioner per clip on a tiny random BLIP (built here: no download).
+checkpointing: ours (train mode; checkpointing per spatial transformer and temporal layer) and, with
+--original, the original UNet3DConditionModel with its own checkpointing (per resnet, transformer and
+temporal layer). Each variant runs in its own process; steps alternate between implementations round by
+round. Peak memory: resident (CPU) or allocated (CUDA: `--device cuda`, the peak of
+torch.cuda.max_memory_allocated) memory above the weights. `caption` times the captioner per clip on a tiny random BLIP (built here: no download).
 """
 
 from __future__ import annotations
@@ -64,8 +65,19 @@ def our_train_worker(args) -> None:
         unet.zero_grad(set_to_none=True)
 
     info = {"impl": "ours", "weights_mib": _common.state_mib(unet), "build_s": build_s,
-            "trained": sum(p.numel() for p in trained)}
+            "trained": sum(p.numel() for p in trained), **device_weights(device)}
     _common.serve_steps(step, info, sync=torch.cuda.synchronize if device.type == "cuda" else None)
+
+
+def device_weights(device) -> dict:
+    """On a GPU: the device memory allocated once the weights and inputs are in place (the base the peak
+    is measured above)."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    torch.cuda.synchronize()
+    return {"device_weights_mib": torch.cuda.memory_allocated() / _common.MiB}
 
 
 def unet_table(args) -> None:
@@ -74,11 +86,11 @@ def unet_table(args) -> None:
     print(f"machine: {_common.describe(_common.machine())}")
     print(f"training step (forward + backward into the temporal layers): {args.config} config, batch {args.batch}, "
           f"{args.frames} frames at {args.size}x{args.size}, {args.device}; {args.runs} timed rounds after a warm-up")
-    where = "peak device MiB" if args.device != "cpu" else "peak above weights MiB"
+    where = "peak device above weights MiB" if args.device != "cpu" else "peak above weights MiB"
     print(f"{'':10}{'dtype':>6}{'checkpointing':>15}{'s/step':>9}{'min s':>8}{'weights MiB':>13}{where:>24}")
     results = []
     for dtype in args.dtypes:
-        for checkpointing in (False, True):
+        for checkpointing in args.checkpointing:
             extra = ["--dtype", dtype] + (["--checkpointing"] if checkpointing else [])
             servers = {"ours": StepServer([sys.executable, __file__, "worker", *flags, *extra])}
             if args.original:
@@ -86,13 +98,14 @@ def unet_table(args) -> None:
                                                   "--original", args.original, *flags, *extra])
             figures = measure_unets(servers, args.runs, 0, args.runs)
             for name, r in figures.items():
-                memory = r.get("peak_device_mib", r["peak_above_weights_mib"])
+                memory = (r["peak_device_mib"] - r["device_weights_mib"] if "device_weights_mib" in r
+                          else r["peak_above_weights_mib"])
                 print(f"{name:10}{dtype:>6}{'on' if checkpointing else 'off':>15}{r['median_s']:9.2f}"
                       f"{r['min_s']:8.2f}{r['weights_mib']:13.0f}{memory:24.0f}", flush=True)
                 results.append((name, dtype, checkpointing, r["median_s"], memory))
     if args.original:
         for dtype in args.dtypes:
-            for checkpointing in (False, True):
+            for checkpointing in args.checkpointing:
                 ours, theirs = [next(r for r in results if r[:3] == (name, dtype, checkpointing))
                                 for name in ("ours", "original")]
                 print(f"ours/original, {dtype}, checkpointing {'on' if checkpointing else 'off'}: time "
@@ -134,6 +147,8 @@ def main() -> None:
     unet.add_argument("--device", default="cpu")
     unet.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     unet.add_argument("--runs", type=int, default=2)
+    unet.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"],
+                      help="gradient checkpointing off, on or both (default)")
     unet.add_argument("--original", help="a checkout of hotshotco/Hotshot-XL")
     unet.add_argument("--original-python", default=sys.executable, help="the original's venv (diffusers 0.21.4)")
     worker = sub.add_parser("worker")
@@ -145,6 +160,8 @@ def main() -> None:
     caption.add_argument("--clips", type=int, default=8)
     caption.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.command == "unet":
+        args.checkpointing = [c == "on" for c in args.checkpointing]
     {"unet": unet_table, "worker": our_train_worker, "caption": caption_table}[args.command](args)
 
 

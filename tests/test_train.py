@@ -97,6 +97,20 @@ def test_gradient_checkpointing_gives_the_same_gradients(golden_run, golden):
         assert torch.allclose(grads_again[name], grad, rtol=0, atol=1e-7 * grad.abs().max().item()), name
 
 
+def test_temporal_layers_in_pieces_give_the_gradients_of_whole_ones(golden_run, golden):
+    # The fixture's temporal layers are small enough to run whole; a budget of a few rows makes them run
+    # (and, checkpointed, be recomputed) in pieces of rows, as large ones do.
+    unet, (loss, grads) = golden_run
+    try:
+        unet.set_piece_budget(4096)
+        loss_pieces, grads_pieces = temporal_gradients(unet, golden, checkpointing=True)
+    finally:
+        unet.set_piece_budget("auto")
+    assert abs(loss_pieces.item() / loss.item() - 1) < LOSS_TOLERANCE
+    assert grad_mismatches(grads_pieces, golden) == []
+    assert golden_mismatches(grads_pieces, grads, GRAD_TOLERANCE, GRAD_FLOOR) == []
+
+
 def test_the_unet_is_built_for_inference_and_train_mode_is_asked_for(tiny_model_dir):
     unet = load_unet(tiny_model_dir, dtype="fp32")
     assert not unet.training

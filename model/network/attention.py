@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lean import recomputed
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: int | None = None) -> torch.Tensor:
     """Softmax attention over the second-to-last axis; q, k, v are (..., heads, tokens, head_dim)."""
@@ -99,6 +101,12 @@ class FeedForward(nn.Module):
         return x
 
     def train_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The same result with plain autograd ops (train mode)."""
-        hidden, gate = self.net[0].proj(x).chunk(2, dim=-1)
-        return self.net[2](self.net[1](hidden * F.gelu(gate)))
+        """The same result with plain autograd ops (train mode). The gating is recomputed in the backward
+        pass: it would keep the gate's GELU, half the projection's size, for nothing else."""
+        return self.net[2](self.net[1](recomputed(_gated, self.net[0].proj(x))))
+
+
+def _gated(projected: torch.Tensor) -> torch.Tensor:
+    """GEGLU's gating of its projection (..., 2*inner) -> (..., inner), in autograd ops."""
+    hidden, gate = projected.chunk(2, dim=-1)
+    return hidden * F.gelu(gate)

@@ -14,7 +14,9 @@ memory (`out=x`). In eval mode the UNet runs without autograd (see unet.py).
 
 One forward per block, two paths: `forward` (inference, in place and piece by piece) and, beside it,
 `train_forward` (train mode: the same arithmetic with whole tensors and out-of-place autograd ops), so a
-change to a block is made to both in one place.
+change to a block is made to both in one place. In train mode frozen convolutions and the cheap elementwise
+steps keep little for the backward pass (`lean.py`), and with gradient checkpointing (`checkpointing=True`)
+each spatial transformer and temporal layer is recomputed in the backward pass instead of kept.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 from .attention import Attention, FeedForward
 from .config import UNetConfig
+from .lean import checkpointed, conv, norm_silu, recomputed
 from .norms import FrameGroupNorm
 from .pieces import empty_like_layout, pieces, resolve_budget
 from .temporal import TransformerTemporal
@@ -63,17 +66,13 @@ class Conv2d(nn.Conv2d):
         return out
 
 
-def whole_conv(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """The convolution of an nn.Conv2d (also the piecewise Conv2d above), whole: for the train-mode path."""
-    return module._conv_forward(x, module.weight, module.bias)
-
-
-def _train_after_resnet(block, i: int, x, context, frames: int, temporal: bool):
-    """Train mode: a down or up block's spatial transformer and temporal layer after its resnet `i`."""
+def _train_after_resnet(block, i: int, x, context, frames: int, temporal: bool, checkpointing: bool):
+    """Train mode: a down or up block's spatial transformer and temporal layer after its resnet `i`, each
+    checkpointed on its own when `checkpointing`."""
     if block.attentions is not None:
-        x = block.attentions[i].train_forward(x, context)
-    if temporal:
-        x = block.temporal_attentions[i].train_forward(x, frames)
+        x = checkpointed(checkpointing, block.attentions[i].train_forward, x, context)
+    if temporal:  # checkpointed piece by piece (temporal.py)
+        x = block.temporal_attentions[i].train_forward(x, frames, checkpointing)
     return x
 
 
@@ -132,14 +131,16 @@ class ResnetBlock(nn.Module):
         return h if self.output_scale_factor == 1.0 else h.div_(self.output_scale_factor)
 
     def train_forward(self, x: torch.Tensor, temb: torch.Tensor, frames: int, skip: torch.Tensor | None = None):
-        """`forward` with plain autograd ops (train mode): whole tensors, out of place."""
+        """`forward` with plain autograd ops (train mode): whole tensors, out of place. Kept for the
+        backward pass: x and the first conv's output (each norm+SiLU is recomputed, frozen convs keep
+        nothing); with gradient checkpointing resnets are not recomputed: they are conv-heavy and keep little."""
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
         # (batch, out) -> (batch*frames, out, 1, 1)
         t = self.time_emb_proj(F.silu(temb)).to(x.dtype).repeat_interleave(frames, dim=0)[:, :, None, None]
-        h = whole_conv(self.conv1, F.silu(self.norm1.train_forward(x, frames))) + t
-        h = whole_conv(self.conv2, self.dropout(F.silu(self.norm2.train_forward(h, frames))))
-        shortcut = x if self.conv_shortcut is None else whole_conv(self.conv_shortcut, x)
+        h = conv(self.conv1, recomputed(norm_silu, self.norm1, x, frames)) + t
+        h = conv(self.conv2, self.dropout(recomputed(norm_silu, self.norm2, h, frames)))
+        shortcut = x if self.conv_shortcut is None else conv(self.conv_shortcut, x)
         out = shortcut + h
         return out if self.output_scale_factor == 1.0 else out / self.output_scale_factor
 
@@ -221,7 +222,7 @@ class SpatialTransformer(nn.Module):
         images, channels, height, width = x.shape
         h = self.norm.train_forward(x, frames=1)
         if not self.linear_projection:
-            h = whole_conv(self.proj_in, h)
+            h = conv(self.proj_in, h)
         h = h.permute(0, 2, 3, 1).reshape(images, height * width, channels)  # (images, h*w, c)
         if self.linear_projection:
             h = self.proj_in(h)
@@ -231,7 +232,7 @@ class SpatialTransformer(nn.Module):
             h = self.proj_out(h)
         h = h.view(images, height, width, channels).permute(0, 3, 1, 2)
         if not self.linear_projection:
-            h = whole_conv(self.proj_out, h)
+            h = conv(self.proj_out, h)
         return x + h
 
 
@@ -311,14 +312,15 @@ class DownBlock(nn.Module):
             skips.append(x)
         return x, skips
 
-    def train_forward(self, x, temb, context, frames: int, temporal: bool):
+    def train_forward(self, x, temb, context, frames: int, temporal: bool, checkpointing: bool = False):
         """`forward` with plain autograd ops (train mode)."""
         skips = []
         for i, res in enumerate(self.resnets):
-            x = _train_after_resnet(self, i, res.train_forward(x, temb, frames), context, frames, temporal)
+            x = res.train_forward(x, temb, frames)
+            x = _train_after_resnet(self, i, x, context, frames, temporal, checkpointing)
             skips.append(x)
         if self.downsamplers is not None:
-            x = whole_conv(self.downsamplers[0].conv, x)
+            x = conv(self.downsamplers[0].conv, x)
             skips.append(x)
         return x, tuple(skips)
 
@@ -343,10 +345,10 @@ class MidBlock(nn.Module):
         x = self.attentions[0](x, context, frames, out=x)
         return self.resnets[1](x, temb, frames)
 
-    def train_forward(self, x, temb, context, frames: int):
+    def train_forward(self, x, temb, context, frames: int, checkpointing: bool = False):
         """`forward` with plain autograd ops (train mode)."""
         x = self.resnets[0].train_forward(x, temb, frames)
-        x = self.attentions[0].train_forward(x, context)
+        x = checkpointed(checkpointing, self.attentions[0].train_forward, x, context)
         return self.resnets[1].train_forward(x, temb, frames)
 
 
@@ -387,13 +389,14 @@ class UpBlock(nn.Module):
             x = self.upsamplers[0](x, upsample_size)
         return x
 
-    def train_forward(self, x, skips: tuple, temb, context, frames: int, temporal: bool, upsample_size=None):
+    def train_forward(self, x, skips: tuple, temb, context, frames: int, temporal: bool, upsample_size=None,
+                      checkpointing: bool = False):
         """`forward` with plain autograd ops (train mode). `skips`: this block's skip connections in the
         order they were made; used last first."""
         for i, res in enumerate(self.resnets):
             x = res.train_forward(x, temb, frames, skip=skips[-1 - i])
-            x = _train_after_resnet(self, i, x, context, frames, temporal)
+            x = _train_after_resnet(self, i, x, context, frames, temporal, checkpointing)
         if self.upsamplers is not None:
             size = tuple(upsample_size) if upsample_size is not None else (2 * x.shape[-2], 2 * x.shape[-1])
-            x = whole_conv(self.upsamplers[0].conv, F.interpolate(x, size=size, mode="nearest"))
+            x = conv(self.upsamplers[0].conv, F.interpolate(x, size=size, mode="nearest"))
         return x

@@ -19,6 +19,7 @@ from torch import nn
 
 from .attention import Attention, FeedForward
 from .norms import FrameGroupNorm
+from .lean import checkpointed
 from .pieces import empty_like_layout, pieces, resolve_budget
 
 
@@ -126,13 +127,26 @@ class TransformerTemporal(nn.Module):
                 torch.add(part, h, alpha=motion, out=out[:, :, rows])
         return out
 
-    def train_forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """`forward` with plain autograd ops (train mode): whole tensors, out of place."""
+    def train_forward(self, x: torch.Tensor, frames: int, checkpointing: bool = False) -> torch.Tensor:
+        """`forward` with plain autograd ops (train mode), out of place: pieces of rows, as `forward`, each
+        recomputed in the backward pass when `checkpointing`. With or without checkpointing the arithmetic is
+        the same, so the two give the same gradients; checkpointed pieces bound what the backward pass holds
+        at once to one piece's activations (this layer trains: each of its Linears keeps its input)."""
         images, channels, height, width = x.shape
-        h = self.norm.train_forward(x, frames=1)  # statistics of each frame
-        h = h.permute(0, 2, 3, 1).reshape(images, height * width, channels)  # (batch*frames, h*w, c)
+        scale, shift = self.norm.scale_shift([x], frames=1)  # statistics of each whole frame
+        # Per row of the image, kept for the backward pass: tokens and norms around every Linear, q/k/v
+        # and the attention outputs of both attentions, the feed-forward's projection (8x wide) and gating.
+        row_bytes = images * width * channels * x.element_size() * 32
+        parts = [checkpointed(checkpointing, self._train_rows, x[:, :, rows], scale, shift, frames)
+                 for rows in pieces(height, row_bytes, resolve_budget(self.piece_budget, x.device))]
+        return x + (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+
+    def _train_rows(self, part: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, frames: int) -> torch.Tensor:
+        """The temporal update of rows `part` (batch*frames, c, rows, w) of the input, in autograd ops."""
+        images, channels, rows, width = part.shape
+        h = self.norm.apply(part, scale, shift)
+        h = h.permute(0, 2, 3, 1).reshape(images, rows * width, channels)  # (batch*frames, rows*w, c)
         h = self.proj_in(h)
         for block in self.transformer_blocks:
             h = block.train_forward(h, frames)
-        h = self.proj_out(h).view(images, height, width, channels).permute(0, 3, 1, 2)
-        return x + h
+        return self.proj_out(h).view(images, rows, width, channels).permute(0, 3, 1, 2)

@@ -3,7 +3,8 @@
 It is built for inference: in eval mode `forward` runs without autograd, and the blocks write activations
 in place and piece by piece (`pieces.py`) to keep the memory above the weights small. In train mode
 (`unet.train()`) it runs each block's `train_forward` instead: the same arithmetic with whole tensors and
-out-of-place ops, which autograd differentiates, with optional gradient checkpointing per block.
+out-of-place ops, which autograd differentiates, keeping little for the backward pass (lean.py), with optional
+gradient checkpointing per layer.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .blocks import DownBlock, FrameGroupNorm, MidBlock, UpBlock, whole_conv
+from .blocks import DownBlock, FrameGroupNorm, MidBlock, UpBlock
+from .lean import conv, norm_silu, recomputed
 from .config import UNetConfig
 from ..errors import InputError
 from .pieces import pieces, resolve_budget
 
 
 def set_gradient_checkpointing(unet, enabled: bool = True):
-    """Recompute each block's activations in the backward pass (less memory, ~1/3 more compute)."""
+    """Train mode: recompute each spatial transformer's and temporal layer's activations in the backward pass
+    instead of keeping them (less memory, more compute; see blocks.py)."""
     unet.gradient_checkpointing = bool(enabled)
     return unet
 
@@ -168,7 +170,8 @@ class HotshotXLUNet(nn.Module):
     def _train_forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                        text_embeds: torch.Tensor, time_ids: torch.Tensor, temporal: bool | None = None) -> torch.Tensor:
         """`forward` in train mode: (batch, 4, frames, h, w) -> predicted noise, same shape, through each
-        block's `train_forward`; with `gradient_checkpointing` each block is recomputed in the backward pass."""
+        block's `train_forward`; with `gradient_checkpointing` each spatial transformer and temporal layer is
+        recomputed in the backward pass."""
         if sample.ndim != 5:
             raise InputError("sample", f"expected (batch, channels, frames, height, width), got {tuple(sample.shape)}")
         batch, _, frames, height, width = sample.shape
@@ -177,29 +180,25 @@ class HotshotXLUNet(nn.Module):
             raise InputError("frames", f"{frames} frames in one UNet pass, but the temporal layers know "
                              f"{self.config.temporal_max_frames} positions")
 
-        def run(function, *args):
-            if getattr(self, "gradient_checkpointing", False) and torch.is_grad_enabled():
-                return checkpoint(function, *args, use_reentrant=False)
-            return function(*args)
-
+        checkpointing = getattr(self, "gradient_checkpointing", False)
         dtype = self.dtype
         temb = self._embed_time(timestep, batch, text_embeds, time_ids)
         context = encoder_hidden_states.to(dtype)
         # (batch, c, frames, h, w) -> (batch*frames, c, h, w)
-        x = whole_conv(self.conv_in, sample.to(dtype).transpose(1, 2).reshape(batch * frames, -1, height, width))
+        x = conv(self.conv_in, sample.to(dtype).transpose(1, 2).reshape(batch * frames, -1, height, width))
 
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = run(block.train_forward, x, temb, context, frames, temporal)
+            x, block_skips = block.train_forward(x, temb, context, frames, temporal, checkpointing)
             skips.extend(block_skips)
-        x = run(self.mid_block.train_forward, x, temb, context, frames)
+        x = self.mid_block.train_forward(x, temb, context, frames, checkpointing)
         for block in self.up_blocks:
             count = len(block.resnets)
             block_skips, skips = tuple(skips[-count:]), skips[:-count]
             upsample_size = skips[-1].shape[-2:] if skips and block.upsamplers is not None else None
-            x = run(block.train_forward, x, block_skips, temb, context, frames, temporal, upsample_size)
+            x = block.train_forward(x, block_skips, temb, context, frames, temporal, upsample_size, checkpointing)
 
-        x = whole_conv(self.conv_out, F.silu(self.conv_norm_out.train_forward(x, frames)))
+        x = conv(self.conv_out, recomputed(norm_silu, self.conv_norm_out, x, frames))
         # (batch*frames, c, h, w) -> (batch, c, frames, h, w)
         return x.view(batch, frames, -1, height, width).transpose(1, 2)
 
