@@ -15,7 +15,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 DEST=${1:-$REPO/.gpu}
 COMFYUI_SRC=${COMFYUI_SRC:-/work/ext/ComfyUI}
 ADE_SRC=${ADE_SRC:-/work/ext/ADE}
-WHEELS="diffusers==0.42.1 importlib_metadata==10.2.0 torchsde==0.2.6 trampoline==0.1.2"
+WHEELS="diffusers==0.42.1 importlib_metadata==8.9.0 torchsde==0.2.6 trampoline==0.1.2"
 
 rm -rf "$DEST.partial"
 mkdir -p "$DEST.partial/whl" "$DEST.partial/fixtures/hotshot-xl-tiny"
