@@ -53,11 +53,21 @@ def main() -> None:
     from model.pipeline import Settings
     from model.denoising.loop import guided_predictor
 
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch sees no CUDA GPU")
+    # CUDA runs asynchronously: wait for the GPU before a timer stops.
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     print("machine:", _common.describe(_common.machine()))
     print(f"config {args.config}, {args.dtype}, {args.frames} frames at {args.size}x{args.size}, "
           f"{args.steps} steps, guidance {args.guidance}, device {args.device}")
-    pipe = build_pipeline(args.config, args.dtype, torch.device(args.device))
+    pipe = build_pipeline(args.config, args.dtype, device)
     conditions = pipe.encode("a corgi running on a beach, hd", "blurry")
+    # The text encoders are not needed again: release their weights (1.6 GiB in bf16 at full size) for the
+    # rest of the machine.
+    pipe.text.text_encoder.to("meta")
+    pipe.text.text_encoder_2.to("meta")
     context = None if args.context_length is None else ContextOptions(args.context_length,
                                                                          args.context_length // 2)
     settings = Settings(width=args.size, height=args.size, frames=args.frames, steps=args.steps,
@@ -66,18 +76,26 @@ def main() -> None:
     def sample(interval: int, seed: int = settings.seed):
         predictor = guided_predictor(pipe.unet, conditions, args.guidance, cache_interval=interval)
         run = Settings(**{**vars(settings), "seed": seed})
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         with _common.Timed() as timed:
             latents = pipe.sample(conditions, run, predictor=predictor)
+            sync()
+        if cuda:
+            calls_memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+        else:
+            calls_memory = ""
         calls = "" if predictor.step_cache is None else \
             f" (whole UNet {predictor.step_cache.full_calls}x, outer blocks only {predictor.step_cache.shallow_calls}x)"
         print(f"  interval {interval}: {timed.seconds:.1f} s wall, {timed.cpu_seconds:.1f} CPU-s, other processes "
-              f"{timed.others_cores:.2f} cores{calls}", flush=True)
+              f"{timed.others_cores:.2f} cores{calls}{calls_memory}", flush=True)
         return latents, timed
 
     # One untimed step first: the process's first UNet call pays one-time costs (oneDNN picks and caches
     # kernels, the allocator grows) that would otherwise land on whichever run came first.
     with _common.Timed() as warm:
         pipe.sample(conditions, Settings(**{**vars(settings), "steps": 1}))
+        sync()
     print(f"warm-up (one uncached step, untimed in the table): {warm.seconds:.1f} s", flush=True)
     times = {interval: [] for interval in [1, *args.interval]}
     latents = {}

@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--configs", help="folder of component configs in diffusers layout, for non-standard "
                         "single files")
     source.add_argument("--dtype", default="auto", choices=DTYPES,
-                        help="precision of the weights; auto: bf16 where the device computes it natively, else "
-                        "fp16 on GPUs and fp32 on CPUs (fp32 for tiny-random on CPUs: faster there); fp8: the "
+                        help="precision of the weights; auto: bf16 where the device computes it faster (GPUs with "
+                        "bf16 in hardware, CPUs with AMX), else fp16 on GPUs and fp32 on CPUs (fp32 for tiny-random "
+                        "on CPUs: faster there); fp8: the "
                         "UNet's Linear and Conv2d weights stored in float8 (half of bf16's memory), computed in bf16")
     source.add_argument("--device", default="auto", help="auto (a CUDA GPU, else Apple's MPS, else the CPU), cpu, "
                         "cuda, cuda:1, mps")

@@ -44,21 +44,45 @@ def check_available(device: torch.device) -> None:
                              "with Apple silicon and a torch build with MPS); use cpu or auto")
 
 
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware (on CPUs without it bf16 is emulated and slow)."""
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether the device computes the UNet's bf16 layers at least as fast as fp32 ones.
+
+    CUDA: GPUs with bf16 in hardware (compute capability 8.0 and later), not those where torch emulates it.
+    CPUs: those with AMX. Measured with benchmarks/bench_cpu_dtypes.py on one AMX Xeon, oneDNN capped to each
+    instruction set in turn (README, "dtype auto on CPUs"): bf16 matmuls, convolutions and feed-forward
+    Linears ran 3.7-5.1x faster than fp32 with AMX, but 0.64-0.85x with AVX-512 BF16 alone and 0.17-0.32x
+    with AVX-512 alone (bf16 converted in registers), although oneDNN supports bf16 on all three.
+    """
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
         try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3: no emulation to exclude
+            return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_amx() and mkldnn_bf16_supported()
     return False
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (torch's own CPU probe; False where this torch cannot tell)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def mkldnn_bf16_supported() -> bool:
+    """Whether this torch build's oneDNN computes bf16 on this CPU at all."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16, as Hotshot trained, where the device runs it natively; else fp16 on GPUs, fp32 on CPUs."""
-    if bf16_is_native(device):
+    """bf16, as Hotshot trained, where the device runs it fast (`bf16_is_fast`); else fp16 on GPUs, fp32 on CPUs."""
+    if bf16_is_fast(device):
         return torch.bfloat16
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
@@ -81,7 +105,7 @@ def training_dtype(dtype: str | torch.dtype | None, device: torch.device, name: 
     bf16 only on CUDA GPUs that run it natively, else fp32: unlike sampling, training does not take fp16 (its
     range needs loss scaling) nor the CPUs' bf16 (one training step's gradients are checked in fp32)."""
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if device.type == "cuda" and bf16_is_fast(device) else torch.float32
     chosen = resolve_dtype(dtype, device, name)
     if chosen not in (torch.bfloat16, torch.float32):
         raise InputError(name, f"training computes in bf16 or fp32, got {dtype!r}")

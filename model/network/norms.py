@@ -31,13 +31,9 @@ class FrameGroupNorm(nn.GroupNorm):
         batch = batch_frames // frames
         means, variances = [], []
         for part in parts:
-            # (batch, frames, c, h*w); channels-last inputs give a strided view, not a copy.
-            videos = part.unflatten(0, (batch, frames)).flatten(3)
-            # Statistics in float32 even for half-precision activations, one video at a time so the
-            # upcast copy stays small.
-            stats = [torch.var_mean(video.float(), dim=(0, 2), unbiased=False) for video in videos]
-            variances.append(torch.stack([var for var, _ in stats]))  # (batch, c)
-            means.append(torch.stack([mean for _, mean in stats]))
+            mean, variance = channel_moments(part, batch, frames)
+            means.append(mean)
+            variances.append(variance)
         # Per-channel statistics (equal counts) combine exactly into per-group ones.
         mean = torch.cat(means, dim=1).unflatten(1, (self.num_groups, -1))  # (batch, groups, c/groups)
         variance = torch.cat(variances, dim=1).unflatten(1, (self.num_groups, -1))
@@ -63,6 +59,27 @@ class FrameGroupNorm(nn.GroupNorm):
     def train_forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """The same result with plain autograd ops (train mode): statistics over all `frames` of each video."""
         return frame_group_norm(x, frames, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def channel_moments(x: torch.Tensor, batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each video's per-channel (mean, biased variance) over its frames and pixels, in float32:
+    x (batch*frames, c, h, w) -> two (batch, c) tensors."""
+    videos = x.unflatten(0, (batch, frames))
+    if x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu":
+        # ATen's CPU batch norm reads half-precision input and accumulates in float32, returning float32
+        # statistics when its weight is float32. var_mean of a float32 copy, the other way to statistics
+        # in float32, pays for the copy and for var_mean's per-element double-precision loop: about 15x
+        # the time (README, "Where a step's time goes"). The normalised output it also writes is dropped.
+        ones = torch.ones(x.shape[1], device=x.device)
+        stats = [torch.native_batch_norm(video, ones, None, None, None, True, 0.0, 0.0)[1:] for video in videos]
+        # eps 0: invstd = 1/sqrt(variance), except that ATen gives 0 for a constant channel (variance 0).
+        invstd = torch.stack([invstd for _, invstd in stats])
+        variance = torch.where(invstd > 0, invstd.pow(-2), 0.0)
+        return torch.stack([mean for mean, _ in stats]), variance
+    # float32 (and other devices): var_mean one video at a time, the upcast copy (if any) one video large.
+    # (batch, frames, c, h*w); channels-last inputs give a strided view, not a copy.
+    stats = [torch.var_mean(video.flatten(2).float(), dim=(0, 2), unbiased=False) for video in videos]
+    return torch.stack([mean for _, mean in stats]), torch.stack([var for var, _ in stats])
 
 
 def frame_group_norm(x: torch.Tensor, frames: int, num_groups: int, weight: torch.Tensor | None,
