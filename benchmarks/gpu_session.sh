@@ -48,7 +48,8 @@ echo "=== setup at $(date -u +%H:%M:%S)"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>&1 || echo "no nvidia-smi"
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$PACK"/whl/*.whl \
     || { echo "wheel install failed"; exit 1; }
-export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+# benchmarks/gpu_stubs: a stand-in for PyAV, which ComfyUI imports in-process and no benchmark here uses
+export PYTHONPATH=$SITE:$REPO/benchmarks/gpu_stubs${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p $EXT && tar -xJf "$PACK/ComfyUI.tar.xz" -C $EXT && tar -xJf "$PACK/ADE.tar.xz" -C $EXT \
     || { echo "unpacking ComfyUI/ADE failed"; exit 1; }
 export COMFYUI_PATH=$EXT/ComfyUI HOTSHOT_XL_FIXTURES=$PACK/fixtures
