@@ -18,6 +18,34 @@ DEFAULT_KEYFRAMES = ("0: a tree in a meadow in spring, blossoms, hd, high qualit
                      "31: the same tree in winter, snow, hd, high quality")
 
 
+def freeinit_inputs(iterations_subject: str) -> dict:
+    """The FreeInit inputs the pack's FreeInit node and the native path's share (iterations, filter,
+    cutoff); `iterations_subject` starts the iterations tooltip ("Times the video is sampled", ...)."""
+    return {
+        "iterations": ("INT", {"default": 3, "min": 1, "max": 10,
+                               "tooltip": f"{iterations_subject}, each from the previous result's low frequencies: "
+                                          "N times the sampling time. 1 is plain sampling."}),
+        "filter": (list(FREEINIT_FILTERS), {"default": "butterworth",
+                                            "tooltip": "The low-pass filter over frames, height and width: "
+                                                       "butterworth (sharper, the paper's) or gaussian."}),
+        "cutoff": ("FLOAT", {"default": FREEINIT_CUTOFF, "min": 0.01, "max": 1.0, "step": 0.01,
+                             "tooltip": "Stop frequency as a fraction of the highest: lower keeps only the "
+                                        "coarsest layout and motion of the previous result."}),
+    }
+
+
+def freeinit_options(iterations, filter, cutoff):
+    """FreeInitOptions from the FreeInit inputs; a bad value's error names the node input, not the library's
+    argument (freeinit, freeinit_filter, freeinit_cutoff)."""
+    from ..model.travel.freeinit import FreeInitOptions
+
+    try:
+        return FreeInitOptions(iterations, filter, cutoff)
+    except InputError as error:
+        names = {"freeinit": "iterations", "freeinit_filter": "filter", "freeinit_cutoff": "cutoff"}
+        raise InputError(names.get(error.name, error.name), error.problem) from None
+
+
 class HotshotXLPromptTravel:
     @classmethod
     def INPUT_TYPES(cls):
@@ -85,15 +113,7 @@ class HotshotXLFreeInit:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "iterations": ("INT", {"default": 3, "min": 1, "max": 10,
-                                       "tooltip": "Times the video is sampled, each from the previous result's low "
-                                                  "frequencies: N times the sampling time. 1 is plain sampling."}),
-                "filter": (list(FREEINIT_FILTERS), {"default": "butterworth",
-                                              "tooltip": "The low-pass filter over frames, height and width: "
-                                                         "butterworth (sharper, the paper's) or gaussian."}),
-                "cutoff": ("FLOAT", {"default": FREEINIT_CUTOFF, "min": 0.01, "max": 1.0, "step": 0.01,
-                                     "tooltip": "Stop frequency as a fraction of the highest: lower keeps only the "
-                                                "coarsest layout and motion of the previous result."}),
+                **freeinit_inputs("Times the video is sampled"),
             }
         }
 
@@ -106,10 +126,4 @@ class HotshotXLFreeInit:
                    "result is noised back and its low space-time frequencies start the next pass.")
 
     def options(self, iterations, filter, cutoff):
-        from ..model.travel.freeinit import FreeInitOptions
-
-        try:
-            return (FreeInitOptions(iterations, filter, cutoff),)
-        except InputError as error:  # the library's names (freeinit, freeinit_filter, ...) -> this node's inputs
-            names = {"freeinit": "iterations", "freeinit_filter": "filter", "freeinit_cutoff": "cutoff"}
-            raise InputError(names.get(error.name, error.name), error.problem) from None
+        return (freeinit_options(iterations, filter, cutoff),)

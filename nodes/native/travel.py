@@ -13,9 +13,9 @@ from __future__ import annotations
 import numbers
 
 from ..types import CATEGORY
-from ..travel import DEFAULT_KEYFRAMES
+from ..travel import DEFAULT_KEYFRAMES, freeinit_inputs, freeinit_options
 from ...model.errors import InputError
-from ...model.travel.choices import FREEINIT_CUTOFF, FREEINIT_FILTERS, INTERPOLATIONS  # plain data, no torch
+from ...model.travel.choices import INTERPOLATIONS  # plain data, no torch
 
 MAX_FRAMES = 4096
 
@@ -154,15 +154,7 @@ class HotshotXLNativeFreeInit:
             "required": {
                 "model": ("MODEL", {"tooltip": "A MODEL from Hotshot-XL Apply Temporal Layers (after core patches, "
                                                "LoRAs and context windows or not)."}),
-                "iterations": ("INT", {"default": 3, "min": 1, "max": 10,
-                                       "tooltip": "Times the sampler runs, each from the previous result's low "
-                                                  "frequencies: N times the sampling time. 1 is plain sampling."}),
-                "filter": (list(FREEINIT_FILTERS), {"default": "butterworth",
-                                                    "tooltip": "The low-pass filter over frames, height and width: "
-                                                               "butterworth (sharper, the paper's) or gaussian."}),
-                "cutoff": ("FLOAT", {"default": FREEINIT_CUTOFF, "min": 0.01, "max": 1.0, "step": 0.01,
-                                     "tooltip": "Stop frequency as a fraction of the highest: lower keeps only the "
-                                                "coarsest layout and motion of the previous result."}),
+                **freeinit_inputs("Times the sampler runs"),
             }
         }
 
@@ -177,13 +169,7 @@ class HotshotXLNativeFreeInit:
                    "the next pass, with fresh noise for the high ones.")
 
     def apply(self, model, iterations, filter, cutoff):
-        from ...model.travel.freeinit import FreeInitOptions
-
-        try:
-            options = FreeInitOptions(iterations, filter, cutoff)
-        except InputError as error:  # the library's names (freeinit, freeinit_filter, ...) -> this node's inputs
-            names = {"freeinit": "iterations", "freeinit_filter": "filter", "freeinit_cutoff": "cutoff"}
-            raise InputError(names.get(error.name, error.name), error.problem) from None
+        options = freeinit_options(iterations, filter, cutoff)
         from . import patch  # imports ComfyUI: after the inputs are checked
 
         return (patch.with_freeinit(model, options),)
