@@ -5,7 +5,7 @@
         --checkpoint sd_xl_base_1.0.safetensors --temporal-layers hsxl_temporal_layers.safetensors \\
         --size 256 --frames 8 --dtype fp32 --rounds 2
 
-One ComfyUI server (tests/comfyui_host.py starts it: loopback only, its own throw-away base folder)
+ComfyUI servers (tests/comfyui_host.py starts them: loopback only, each its own throw-away base folder)
 with both packs in custom_nodes/ and the two files linked into models/checkpoints/ and
 models/animatediff_models/. Each prompt is text to video with CFG, euler ancestral, 8 frames:
 - ours: Hotshot-XL Loader (SDXL checkpoint + temporal layers) at `--dtype`, Text Encode, Sampler,
@@ -13,12 +13,14 @@ models/animatediff_models/. Each prompt is text to video with CFG, euler ancestr
 - AnimateDiff-Evolved: CheckpointLoaderSimple, AnimateDiff Loader (Gen1) with the same temporal
   layers, CLIPTextEncode x2, EmptyLatentImage, KSampler (euler_ancestral), VAEDecode, PreviewImage.
   Its dtype is the server's: fp32 on the CPU by default, `--dtype bf16` starts it with --bf16-unet.
-Before every prompt the server frees its models and caches (/free), so every prompt loads its
-weights: the 1-step prompt is "first prompt" (load, text, 1 step, decode), and seconds per step are
-the difference of the 3-step and the 1-step prompt over 2. The packs alternate within each round
-(ours 1, ADE 1, ours 3, ADE 3), so a shared machine's drifts hit both alike. For each prompt: wall
-seconds, the server's CPU seconds (/proc/<pid>/stat) and its peak resident memory (VmHWM, reset
-through /proc/<pid>/clear_refs before the prompt). Linux only. Prints the machine first.
+Each pack gets its own fresh server per round (the packs alternate: ours, ADE, ours, ...), so its peak
+memory is its own. In it: a cold prompt of FEW steps ("first prompt": load, text, FEW steps, decode),
+then, with the loaders' and text encoders' outputs cached by ComfyUI, a warm FEW-step and a warm
+MORE-step prompt with new seeds: seconds per step are their difference over MORE - FEW (so load and
+decode cancel), and "not steps" is the first prompt minus FEW steps. For each prompt: wall seconds,
+the server's CPU seconds (/proc/<pid>/stat) and the others' load; per server: its peak resident memory
+over its life (VmHWM; it includes the checkpoint's pages that ComfyUI maps). Linux only. Prints the
+machine first.
 
 The fraction of the matmul peak: one CFG step of the Hotshot-XL UNet at these sizes is counted in FLOPs
 (torch's FlopCounterMode on the meta device: nothing allocated; both packs do this work, ADE a little more
@@ -89,13 +91,7 @@ def step_flops(size: int, frames: int) -> float:
 
 
 def run_prompt(client, graph: dict, timeout: float) -> dict:
-    client.free(unload_models=True, free_memory=True)
-    time.sleep(2.0)  # /free is acted on by the worker between prompts
     pid = client.process.pid
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset VmHWM
-    except OSError:
-        pass
     cpu, busy, started = cpu_seconds(pid), machine_busy_seconds(), time.perf_counter()
     entry = client.wait(client.queue(graph), timeout=timeout)
     wall = time.perf_counter() - started
@@ -104,7 +100,7 @@ def run_prompt(client, graph: dict, timeout: float) -> dict:
     status = entry.get("status", {}).get("status_str")
     if status != "success":
         raise SystemExit(f"prompt failed ({status}): {entry.get('status')}\n{client.log_tail()}")
-    return {"wall_s": wall, "cpu_s": own, "peak_mib": status_mib(pid, "VmHWM"), "others_cores": others}
+    return {"wall_s": wall, "cpu_s": own, "others_cores": others}
 
 
 def machine_busy_seconds() -> float:
@@ -150,37 +146,39 @@ def main() -> None:
         "AnimateDiff-Evolved": lambda steps, seed: ade(checkpoint.name, temporal.name, steps, seed, args.size,
                                                        args.frames, args.cfg),
     }
-    results = {name: {few: [], more: []} for name in graphs}
-    with running_comfyui(REPO, models, extra_args=extra, other_packs={"ComfyUI-AnimateDiff-Evolved": args.ade},
-                         startup_timeout=600) as client:
-        seed = 1000
-        for round_ in range(args.rounds):
-            for steps in (few, more):
-                for name, graph in graphs.items():
-                    seed += 1  # a new seed: ComfyUI's cache never answers a prompt unrun
+    results = {name: {"first": [], few: [], more: [], "peak_mib": []} for name in graphs}
+    seed = 1000
+    for round_ in range(args.rounds):
+        for name, graph in graphs.items():
+            # A fresh server per pack and round: the peak is this pack's alone, the first prompt loads cold.
+            with running_comfyui(REPO, models, extra_args=extra,
+                                 other_packs={"ComfyUI-AnimateDiff-Evolved": args.ade}, startup_timeout=600) as client:
+                for label, steps in (("first", few), (few, few), (more, more)):
+                    seed += 1  # a new seed: ComfyUI's cache never answers a sampler unrun
                     result = run_prompt(client, graph(steps, seed), args.timeout)
-                    results[name][steps].append(result)
-                    print(f"round {round_ + 1}, {name}, {steps} step(s): {result['wall_s']:.1f} s wall, "
-                          f"{result['cpu_s']:.1f} CPU-s, peak {result['peak_mib']:,.0f} MiB, "
-                          f"others used {result['others_cores']:.2f} cores", flush=True)
+                    results[name][label].append(result)
+                    kind = "first (cold)" if label == "first" else "warm"
+                    print(f"round {round_ + 1}, {name}, {kind}, {steps} step(s): {result['wall_s']:.1f} s wall, "
+                          f"{result['cpu_s']:.1f} CPU-s, others used {result['others_cores']:.2f} cores", flush=True)
+                peak = status_mib(client.process.pid, "VmHWM")
+                results[name]["peak_mib"].append(peak)
+                print(f"round {round_ + 1}, {name}: server's peak resident {peak:,.0f} MiB", flush=True)
 
     print(f"\n| {args.dtype} | s per step (wall) | CPU-s per step | first prompt (load + {few} step), wall "
           "| of it not steps (load, text, decode) | peak resident | of the matmul peak |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
-    per_step = {}
-    for name, by_steps in results.items():
-        wall = [(b["wall_s"] - a["wall_s"]) / (more - few) for a, b in zip(by_steps[few], by_steps[more])]
-        cpu = [(b["cpu_s"] - a["cpu_s"]) / (more - few) for a, b in zip(by_steps[few], by_steps[more])]
+    per_step, first = {}, {}
+    for name, by in results.items():
+        wall = [(b["wall_s"] - a["wall_s"]) / (more - few) for a, b in zip(by[few], by[more])]
+        cpu = [(b["cpu_s"] - a["cpu_s"]) / (more - few) for a, b in zip(by[few], by[more])]
         per_step[name] = statistics.median(wall)
-        first = statistics.median(r["wall_s"] for r in by_steps[few])
-        peak = max(r["peak_mib"] for r in by_steps[few] + by_steps[more])
+        first[name] = statistics.median(r["wall_s"] for r in by["first"])
+        peak = max(by["peak_mib"])
         fraction = flops / per_step[name] / (peak_gflops * 1e9) if per_step[name] > 0 else float("nan")
-        print(f"| {name} | {per_step[name]:.1f} | {statistics.median(cpu):.1f} | {first:.1f} s "
-              f"| {first - few * per_step[name]:.1f} s | {peak / 1024:.1f} GiB | {fraction:.2f} |")
-    first = {name: statistics.median(r["wall_s"] for r in by_steps[few]) for name, by_steps in results.items()}
+        print(f"| {name} | {per_step[name]:.1f} | {statistics.median(cpu):.1f} | {first[name]:.1f} s "
+              f"| {first[name] - few * per_step[name]:.1f} s | {peak / 1024:.1f} GiB | {fraction:.2f} |")
     print(f"\nours / AnimateDiff-Evolved: s per step {per_step['ours'] / per_step['AnimateDiff-Evolved']:.2f}x, "
           f"first prompt {first['ours'] / first['AnimateDiff-Evolved']:.2f}x")
-
 
 if __name__ == "__main__":
     main()
