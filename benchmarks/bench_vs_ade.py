@@ -146,14 +146,14 @@ def main() -> None:
         "AnimateDiff-Evolved": lambda steps, seed: ade(checkpoint.name, temporal.name, steps, seed, args.size,
                                                        args.frames, args.cfg),
     }
-    results = {name: {"first": [], few: [], more: [], "peak_mib": []} for name in graphs}
+    results = {name: {"first": [], "few": [], "more": [], "peak_mib": []} for name in graphs}
     seed = 1000
     for round_ in range(args.rounds):
         for name, graph in graphs.items():
             # A fresh server per pack and round: the peak is this pack's alone, the first prompt loads cold.
             with running_comfyui(REPO, models, extra_args=extra,
                                  other_packs={"ComfyUI-AnimateDiff-Evolved": args.ade}, startup_timeout=600) as client:
-                for label, steps in (("first", few), (few, few), (more, more)):
+                for label, steps in (("first", few), ("few", few), ("more", more)):
                     seed += 1  # a new seed: ComfyUI's cache never answers a sampler unrun
                     result = run_prompt(client, graph(steps, seed), args.timeout)
                     results[name][label].append(result)
@@ -169,8 +169,8 @@ def main() -> None:
           "| --- | --- | --- | --- | --- | --- | --- |")
     per_step, first = {}, {}
     for name, by in results.items():
-        wall = [(b["wall_s"] - a["wall_s"]) / (more - few) for a, b in zip(by[few], by[more])]
-        cpu = [(b["cpu_s"] - a["cpu_s"]) / (more - few) for a, b in zip(by[few], by[more])]
+        wall = [(b["wall_s"] - a["wall_s"]) / (more - few) for a, b in zip(by["few"], by["more"])]
+        cpu = [(b["cpu_s"] - a["cpu_s"]) / (more - few) for a, b in zip(by["few"], by["more"])]
         per_step[name] = statistics.median(wall)
         first[name] = statistics.median(r["wall_s"] for r in by["first"])
         peak = max(by["peak_mib"])
@@ -179,6 +179,7 @@ def main() -> None:
               f"| {first[name] - few * per_step[name]:.1f} s | {peak / 1024:.1f} GiB | {fraction:.2f} |")
     print(f"\nours / AnimateDiff-Evolved: s per step {per_step['ours'] / per_step['AnimateDiff-Evolved']:.2f}x, "
           f"first prompt {first['ours'] / first['AnimateDiff-Evolved']:.2f}x")
+
 
 if __name__ == "__main__":
     main()
