@@ -7,10 +7,11 @@ ComfyUI users keep SDXL models as one `.safetensors` file with the original (SGM
     conditioner.embedders.0.transformer.*   CLIP ViT-L/14 text encoder (transformers layout inside)
     conditioner.embedders.1.model.*         OpenCLIP ViT-bigG/14 text encoder (open_clip layout)
 
-Each `read_sdxl_*` function reads only the tensors of its component, converts each to `dtype` as
-it is read (peak memory about one copy of that component), renames them with diffusers' own
-single-file converters, and checks the result against the component built from its config on the
-meta device, so a file that is not an SDXL base model fails here, naming the file and the reason.
+Each `read_sdxl_*` function reads only the tensors of its component (views of the memory-mapped
+file), renames them with diffusers' own single-file converters, converts each to `dtype` (peak
+memory about one copy of that component in `dtype`), and checks the result against the component
+built from its config on the meta device, so a file that is not an SDXL base model fails here,
+naming the file and the reason.
 
 The returned state dicts use the released Hotshot-XL files' layout: the UNet's keys are those of
 `unet/diffusion_pytorch_model.safetensors` without the temporal layers, the VAE's those of
@@ -158,6 +159,18 @@ def _read_prefixed(path: Path, prefix: str, dtype) -> dict[str, torch.Tensor]:
     return read_safetensors(path, dtype, keep=lambda key: key.startswith(prefix) and not key.endswith("position_ids"))
 
 
+def _cast(state: dict[str, torch.Tensor], dtype) -> dict[str, torch.Tensor]:
+    """`state` with its floating-point tensors in `dtype`, converted one at a time in place of the
+    originals (mmap views of the file, or the converters' small copies), so that at most one tensor
+    exists twice."""
+    if dtype is None:
+        return state
+    for key, tensor in state.items():
+        if tensor is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+            state[key] = tensor.to(dtype)
+    return state
+
+
 def _checked(model: torch.nn.Module, state: dict, path: Path, what: str) -> dict:
     """`state` if it fits `model` exactly (keys and shapes), else a ModelFileError naming `path`."""
     missing = [key for key, value in state.items() if value is None]  # diffusers' converters use dict.get
@@ -213,10 +226,10 @@ def read_sdxl_unet(path: str | Path, unet_config: dict | None = None,
     _require(info, "unet", "a UNet (model.diffusion_model.* tensors)")
     config_2d = unet_2d_config(shipped_config("unet") if unet_config is None else unet_config)
     expected = _meta_unet_2d(config_2d)
-    original = _read_prefixed(info.path, UNET_PREFIX, dtype)
+    original = _read_prefixed(info.path, UNET_PREFIX, None)  # mmap views, converted once renamed
     state = convert_ldm_unet_checkpoint(original, config_2d)
     del original
-    return _checked(expected, state, info.path, "UNet")
+    return _cast(_checked(expected, state, info.path, "UNet"), dtype)
 
 
 # ----------------------------------------------------------------------------------------- VAE
@@ -239,13 +252,13 @@ def read_sdxl_vae(path: str | Path, vae_config: dict | None = None,
     if info.kind == "diffusers_vae":
         return _checked(expected, read_safetensors(info.path, dtype), info.path, "VAE")
     if info.kind == "vae":
-        original = read_safetensors(info.path, dtype)  # the converter handles the missing prefix
+        original = read_safetensors(info.path, None)  # the converter handles the missing prefix
     else:
         _require(info, "vae", "a VAE (first_stage_model.* tensors)")
-        original = _read_prefixed(info.path, VAE_PREFIX, dtype)
+        original = _read_prefixed(info.path, VAE_PREFIX, None)
     state = convert_ldm_vae_checkpoint(original, config)
     del original
-    return _checked(expected, state, info.path, "VAE")
+    return _cast(_checked(expected, state, info.path, "VAE"), dtype)
 
 
 # ------------------------------------------------------------------------------- text encoders
@@ -292,15 +305,18 @@ def read_sdxl_text_encoders(path: str | Path, config_1: dict | None = None, conf
     model_1 = _meta_text_encoder(shipped_config("text_encoder") if config_1 is None else config_1, False)
     model_2 = _meta_text_encoder(shipped_config("text_encoder_2") if config_2 is None else config_2, True)
 
-    original = _read_prefixed(info.path, CLIP_L_PREFIX, dtype)
+    # Renamed in the file's dtype (mmap views: no memory of their own) and converted afterwards:
+    # the open_clip converter copies each split q/k/v projection, which costs half as much in the
+    # file's 16 bits as in float32, and no converted tensor is ever copied again.
+    original = _read_prefixed(info.path, CLIP_L_PREFIX, None)
     state_1 = convert_ldm_clip_checkpoint(original)  # strips the prefix; names are transformers' already
     del original
-    state_1 = _checked_text_encoder(model_1, state_1, info.path, "CLIP ViT-L text encoder")
+    state_1 = _cast(_checked_text_encoder(model_1, state_1, info.path, "CLIP ViT-L text encoder"), dtype)
 
-    original = _read_prefixed(info.path, CLIP_G_PREFIX, dtype)
+    original = _read_prefixed(info.path, CLIP_G_PREFIX, None)
     # Splits open_clip's fused attention projections into q/k/v and transposes text_projection;
     # `model_2` is consulted only for the width when the file has no text_projection.
     state_2 = convert_open_clip_checkpoint(model_2, original, prefix=CLIP_G_PREFIX)
     del original
-    state_2 = _checked_text_encoder(model_2, state_2, info.path, "OpenCLIP bigG text encoder")
+    state_2 = _cast(_checked_text_encoder(model_2, state_2, info.path, "OpenCLIP bigG text encoder"), dtype)
     return state_1, state_2
