@@ -5,6 +5,7 @@ the original SGM layout, so converting it back must give the tiny folder's tenso
 """
 
 import json
+import os
 
 import pytest
 import torch
@@ -261,3 +262,77 @@ def test_shipped_scheduler_and_pipeline_facts(tiny_model_dir):
     assert set(SHIPPED_CONFIGS) == {"unet", "vae", "text_encoder", "text_encoder_2", "scheduler", "model_index"}
     with pytest.raises(InputError):
         shipped_config("tokenizer")
+
+
+# ------------------------------------------------------------------------ the file's page cache
+
+posix_fadvise = pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this platform")
+
+
+def _record_fadvise(monkeypatch, free_bytes, mapped=None):
+    """posix_fadvise calls as (offset, length, advice); with `mapped` (a list, and a Linux /proc), also
+    whether the file being advised was still memory-mapped by this process at each call."""
+    import model.files.weights as weights
+
+    calls = []
+
+    def record(fd, offset, length, advice):
+        calls.append((offset, length, advice))
+        if mapped is not None:
+            maps = open("/proc/self/maps").read()
+            mapped.append(os.path.realpath(f"/proc/self/fd/{fd}") in maps)
+
+    monkeypatch.setattr(weights, "_free_memory_bytes", lambda: free_bytes)
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    return calls
+
+
+def _raw_bytes(path, prefix):
+    """Each tensor's bytes in a safetensors file, for the tensors whose names start with `prefix`."""
+    data = path.read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_length])
+    start = 8 + header_length
+    return [data[start + entry["data_offsets"][0]:start + entry["data_offsets"][1]]
+            for name, entry in header.items() if name != "__metadata__" and name.startswith(prefix)]
+
+
+@posix_fadvise
+def test_converted_tensors_let_their_pages_go_when_memory_is_short(single_file, tiny_model_dir, monkeypatch):
+    mapped = []
+    calls = _record_fadvise(monkeypatch, free_bytes=0, mapped=mapped)
+    state = read_sdxl_unet(single_file, _config(tiny_model_dir, "unet"), torch.bfloat16)
+    data = single_file.read_bytes()
+    # Mapped pages are never dropped: every view of the file must be gone when the advice is given.
+    if os.path.exists("/proc/self/maps"):
+        assert mapped and not any(mapped)
+    assert {advice for *_, advice in calls} == {os.POSIX_FADV_DONTNEED}
+    # exactly the UNet's tensors, each once: no other component's pages
+    released = sorted(data[offset:offset + length] for offset, length, _ in calls)
+    assert released == sorted(_raw_bytes(single_file, "model.diffusion_model."))
+    assert all(tensor.dtype == torch.bfloat16 for tensor in state.values())
+
+
+@posix_fadvise
+def test_pages_stay_cached_with_memory_to_spare_or_nothing_converted(single_file, tiny_model_dir, monkeypatch):
+    unet_config, vae_config = _config(tiny_model_dir, "unet"), _config(tiny_model_dir, "vae")
+    calls = _record_fadvise(monkeypatch, free_bytes=1 << 60)
+    read_sdxl_unet(single_file, unet_config, torch.bfloat16)
+    read_sdxl_text_encoders(single_file, _config(tiny_model_dir, "text_encoder"),
+                            _config(tiny_model_dir, "text_encoder_2"), torch.bfloat16)
+    assert calls == []
+    calls = _record_fadvise(monkeypatch, free_bytes=0)
+    read_sdxl_unet(single_file, unet_config, None)  # the file's own tensors, used where they lie
+    read_sdxl_vae(single_file, vae_config, torch.float32)  # already float32: nothing converted
+    assert calls == []
+
+
+@posix_fadvise
+def test_a_folders_converted_file_lets_its_pages_go_too(tiny_model_dir, monkeypatch):
+    from model.files.weights import read_safetensors
+
+    path = tiny_model_dir / "vae" / "diffusion_pytorch_model.safetensors"
+    calls = _record_fadvise(monkeypatch, free_bytes=0)
+    read_safetensors(path, torch.bfloat16)
+    data = path.read_bytes()
+    assert sorted(data[offset:offset + length] for offset, length, _ in calls) == sorted(_raw_bytes(path, ""))

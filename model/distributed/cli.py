@@ -90,8 +90,14 @@ class Session:
         from .batch import render_prompts
 
         rank = "" if self.ranks is None else f"rank {self.ranks.rank}: "
-        render_prompts(pipe, self.lines, self.ranks, self.args.fps, self.args.loop, self.args.overwrite,
-                       log=lambda text: print(rank + text, flush=True))
+
+        def log(text: str) -> None:
+            # One write per line: the ranks share a terminal or pipe, and print() writes the text and
+            # its newline separately when stdout is unbuffered (PYTHONUNBUFFERED), so lines interleaved.
+            sys.stdout.write(f"{rank}{text}\n")
+            sys.stdout.flush()
+
+        render_prompts(pipe, self.lines, self.ranks, self.args.fps, self.args.loop, self.args.overwrite, log=log)
         return 0
 
 

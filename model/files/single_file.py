@@ -30,7 +30,7 @@ import torch
 
 from ..errors import InputError, ModelFileError
 from .sdxl_configs import shipped_config
-from .weights import check_state_dict, read_safetensors, safetensors_keys
+from .weights import check_state_dict, read_safetensors, release_page_cache, safetensors_keys
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -159,15 +159,20 @@ def _read_prefixed(path: Path, prefix: str, dtype) -> dict[str, torch.Tensor]:
     return read_safetensors(path, dtype, keep=lambda key: key.startswith(prefix) and not key.endswith("position_ids"))
 
 
-def _cast(state: dict[str, torch.Tensor], dtype) -> dict[str, torch.Tensor]:
+def _cast(state: dict[str, torch.Tensor], dtype, path: Path, file_names: list[str]) -> dict[str, torch.Tensor]:
     """`state` with its floating-point tensors in `dtype`, converted one at a time in place of the
     originals (mmap views of the file, or the converters' small copies), so that at most one tensor
-    exists twice."""
+    exists twice; then the file's pages of `file_names` may go (see release_page_cache)."""
     if dtype is None:
         return state
+    converted = False
     for key, tensor in state.items():
         if tensor is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             state[key] = tensor.to(dtype)
+            converted = True
+    tensor = None  # the last view: while any lives, the file stays mapped and its pages cannot go
+    if converted:
+        release_page_cache(path, file_names)
     return state
 
 
@@ -227,9 +232,11 @@ def read_sdxl_unet(path: str | Path, unet_config: dict | None = None,
     config_2d = unet_2d_config(shipped_config("unet") if unet_config is None else unet_config)
     expected = _meta_unet_2d(config_2d)
     original = _read_prefixed(info.path, UNET_PREFIX, None)  # mmap views, converted once renamed
-    state = convert_ldm_unet_checkpoint(original, config_2d)
+    names = list(original)
+    # One dict of views left (no other reference), so that converting lets the file's pages go.
+    state = _checked(expected, convert_ldm_unet_checkpoint(original, config_2d), info.path, "UNet")
     del original
-    return _cast(_checked(expected, state, info.path, "UNet"), dtype)
+    return _cast(state, dtype, info.path, names)
 
 
 # ----------------------------------------------------------------------------------------- VAE
@@ -256,9 +263,10 @@ def read_sdxl_vae(path: str | Path, vae_config: dict | None = None,
     else:
         _require(info, "vae", "a VAE (first_stage_model.* tensors)")
         original = _read_prefixed(info.path, VAE_PREFIX, None)
-    state = convert_ldm_vae_checkpoint(original, config)
+    names = list(original)
+    state = _checked(expected, convert_ldm_vae_checkpoint(original, config), info.path, "VAE")
     del original
-    return _cast(_checked(expected, state, info.path, "VAE"), dtype)
+    return _cast(state, dtype, info.path, names)
 
 
 # ------------------------------------------------------------------------------- text encoders
@@ -309,14 +317,18 @@ def read_sdxl_text_encoders(path: str | Path, config_1: dict | None = None, conf
     # the open_clip converter copies each split q/k/v projection, which costs half as much in the
     # file's 16 bits as in float32, and no converted tensor is ever copied again.
     original = _read_prefixed(info.path, CLIP_L_PREFIX, None)
+    names = list(original)
     state_1 = convert_ldm_clip_checkpoint(original)  # strips the prefix; names are transformers' already
     del original
-    state_1 = _cast(_checked_text_encoder(model_1, state_1, info.path, "CLIP ViT-L text encoder"), dtype)
+    state_1 = _cast(_checked_text_encoder(model_1, state_1, info.path, "CLIP ViT-L text encoder"), dtype,
+                    info.path, names)
 
     original = _read_prefixed(info.path, CLIP_G_PREFIX, None)
+    names = list(original)
     # Splits open_clip's fused attention projections into q/k/v and transposes text_projection;
     # `model_2` is consulted only for the width when the file has no text_projection.
     state_2 = convert_open_clip_checkpoint(model_2, original, prefix=CLIP_G_PREFIX)
     del original
-    state_2 = _cast(_checked_text_encoder(model_2, state_2, info.path, "OpenCLIP bigG text encoder"), dtype)
+    state_2 = _cast(_checked_text_encoder(model_2, state_2, info.path, "OpenCLIP bigG text encoder"), dtype,
+                    info.path, names)
     return state_1, state_2

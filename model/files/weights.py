@@ -8,6 +8,8 @@ about one copy of the model in the target dtype. Pickle formats are refused, nev
 from __future__ import annotations
 
 import json
+import os
+import struct
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -68,7 +70,7 @@ def read_safetensors(path: Path, dtype: torch.dtype | None = None,
     """
     path = Path(path)
     safetensors_keys(path)  # uniform errors for missing, pickle and corrupt files
-    tensors = {}
+    tensors, converted = {}, []  # converted: names whose bytes in the file are no longer used
     on_tensor = _ON_TENSOR.get()
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
@@ -81,15 +83,73 @@ def read_safetensors(path: Path, dtype: torch.dtype | None = None,
                 name = rename(key) if rename else key
                 if convert is not None:
                     tensors.update(convert(name, tensor))
+                    converted.append(key)
                     continue
                 if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
                     tensor = tensor.to(dtype)
+                    converted.append(key)
                 tensors[name] = tensor
     except ModelFileError:
         raise
     except Exception as error:
         raise ModelFileError(path, f"could not read tensors (truncated or corrupt?): {error}") from None
+    release_page_cache(path, converted)
     return tensors
+
+
+def _free_memory_bytes() -> int | None:
+    """MemFree of /proc/meminfo (memory not even used as cache), or None where there is none."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemFree:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _tensor_spans(path: Path) -> dict[str, tuple[int, int]]:
+    """Each tensor's byte range in a safetensors file (an 8-byte header length, a JSON header, the data)."""
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(length))
+    start = 8 + length
+    return {name: (start + entry["data_offsets"][0], start + entry["data_offsets"][1])
+            for name, entry in header.items() if name != "__metadata__"}
+
+
+def release_page_cache(path: Path, names: Iterable[str]) -> bool:
+    """Let the kernel drop the cached file pages of tensors `names` now, if free memory is short.
+
+    Called once tensors read from `path` have been converted into memory of their own: this load
+    needs their bytes in the file no more. When free memory is smaller than the file, the kernel
+    has to evict cached pages to make room for the rest of the load anyway, and doing that page
+    fault by page fault costs far more than dropping the pages at once (a fp32 load of a bf16 SDXL
+    file on a 24 GiB machine: the text encoders loaded after the UNet in 7.5 s instead of 3 s).
+    With memory to spare nothing is dropped, so a later load still finds the file cached. Pages
+    still mapped (tensors used as they are in the file) are never dropped. Linux only; returns
+    whether anything was released.
+    """
+    path = Path(path)
+    free = _free_memory_bytes()
+    if free is None or not hasattr(os, "posix_fadvise"):
+        return False
+    try:
+        if free >= path.stat().st_size:
+            return False
+        spans = _tensor_spans(path)
+        descriptor = os.open(path, os.O_RDONLY)
+    except (OSError, ValueError, struct.error):
+        return False  # advice only: a file we just read cannot fail here in practice
+    try:
+        for name in names:
+            if name in spans:
+                start, end = spans[name]
+                os.posix_fadvise(descriptor, start, end - start, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+    return True
 
 
 # Weight file names of a diffusers component folder, best first for each precision.
