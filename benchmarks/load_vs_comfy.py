@@ -12,7 +12,7 @@ has imported (comfy.sd, nodes), then:
   fp32 on a CPU), then the temporal layers read with `comfy.utils.load_torch_file` and converted to
   fp32, standing in for AnimateDiff-Evolved's motion-model loader (which reads them the same way and
   copies them into fp32 parameters).
-The two alternate (ours first in odd rounds, ComfyUI first in even ones). Printed per load: wall
+After one untimed load of each, the two alternate (ours first in odd rounds, ComfyUI first in even ones). Printed per load: wall
 seconds, the process's user and system CPU seconds and minor page faults during the load, and its peak
 resident memory (which counts the checkpoint's pages ComfyUI keeps mapped). Linux only. On a machine
 whose memory is not much larger than the weights plus the file, most of a load is page faults: run it
@@ -96,14 +96,21 @@ def main() -> None:
                              text=True).stdout.strip()
     print(f"machine: {machine}")
     print(f"{Path(args.checkpoint).name} + {Path(args.temporal_layers).name}, fp32, ComfyUI {comfyui}", flush=True)
+    def load(which: str) -> dict:
+        out = subprocess.run([python, __file__, "--worker", which, "--checkpoint", args.checkpoint,
+                              "--temporal-layers", args.temporal_layers], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"the {which} load failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    # Untimed, one of each: the first large load after a while idle pays for the machine's memory
+    # (on a virtual machine the host may have taken free pages back) and would favour the second.
+    for which in ("ours", "comfy"):
+        load(which)
     results = {"ours": [], "comfy": []}
     for round_number in range(1, args.rounds + 1):
         for which in (("ours", "comfy") if round_number % 2 else ("comfy", "ours")):
-            out = subprocess.run([python, __file__, "--worker", which, "--checkpoint", args.checkpoint,
-                                  "--temporal-layers", args.temporal_layers], capture_output=True, text=True)
-            if out.returncode != 0:
-                sys.exit(f"the {which} load failed:\n{out.stderr[-3000:]}")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            result = load(which)
             results[which].append(result)
             print(f"round {round_number}, {which}: {result['wall']:.1f} s wall, {result['user']:.1f} user + "
                   f"{result['sys']:.1f} system CPU-s, {result['faults']:,} page faults, "
