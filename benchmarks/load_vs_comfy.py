@@ -12,11 +12,12 @@ has imported (comfy.sd, nodes), then:
   fp32 on a CPU), then the temporal layers read with `comfy.utils.load_torch_file` and converted to
   fp32, standing in for AnimateDiff-Evolved's motion-model loader (which reads them the same way and
   copies them into fp32 parameters).
-After one untimed load of each, the two alternate (ours first in odd rounds, ComfyUI first in even ones). Printed per load: wall
-seconds, the process's user and system CPU seconds and minor page faults during the load, and its peak
-resident memory (which counts the checkpoint's pages ComfyUI keeps mapped). Linux only. On a machine
-whose memory is not much larger than the weights plus the file, most of a load is page faults: run it
-with nothing else on the machine, and read the ratio of one run rather than seconds across runs.
+After one untimed load of each, the two alternate (ours first in odd rounds, ComfyUI first in even
+ones). Printed per load: wall seconds, the process's user and system CPU seconds and minor page faults
+during the load, and its peak resident memory (which counts the checkpoint's pages ComfyUI keeps
+mapped). Linux only. On a machine whose memory is not much larger than the weights plus the file, most
+of a load is page faults: run it with nothing else on the machine, and read the ratio of one run rather
+than seconds across runs.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def worker(which: str, checkpoint: str, temporal: str, comfyui: str) -> dict:
     if which == "ours":
         loaded = _load("benchmark", {}, sdxl=checkpoint, temporal_layers=temporal, dtype="fp32")
     else:
-        loaded = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True)
-        motion = {key: value.to(torch.float32) for key, value in comfy.utils.load_torch_file(temporal).items()}
+        motion = comfy.utils.load_torch_file(temporal)
+        loaded = (comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True),
+                  {key: value.to(torch.float32) for key, value in motion.items()})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     del loaded
@@ -96,6 +98,7 @@ def main() -> None:
                              text=True).stdout.strip()
     print(f"machine: {machine}")
     print(f"{Path(args.checkpoint).name} + {Path(args.temporal_layers).name}, fp32, ComfyUI {comfyui}", flush=True)
+
     def load(which: str) -> dict:
         out = subprocess.run([python, __file__, "--worker", which, "--checkpoint", args.checkpoint,
                               "--temporal-layers", args.temporal_layers], capture_output=True, text=True)
@@ -121,7 +124,8 @@ def main() -> None:
         runs = results[which]
         print(f"| {label} | {statistics.median(r['wall'] for r in runs):.1f} s | {min(r['wall'] for r in runs):.1f} s "
               f"| {statistics.median(r['sys'] for r in runs):.1f} | {max(r['peak_gib'] for r in runs):.1f} GiB |")
-    ratio = statistics.median(r["wall"] for r in results["ours"]) / statistics.median(r["wall"] for r in results["comfy"])
+    ratio = (statistics.median(r["wall"] for r in results["ours"])
+             / statistics.median(r["wall"] for r in results["comfy"]))
     print(f"\nours / ComfyUI: {ratio:.2f}x the wall time (medians)")
 
 

@@ -6,6 +6,7 @@ the original SGM layout, so converting it back must give the tiny folder's tenso
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -288,13 +289,9 @@ def _record_fadvise(monkeypatch, free_bytes, mapped=None):
 
 
 def _raw_bytes(path, prefix):
-    """Each tensor's bytes in a safetensors file, for the tensors whose names start with `prefix`."""
-    data = path.read_bytes()
-    header_length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_length])
-    start = 8 + header_length
-    return [data[start + entry["data_offsets"][0]:start + entry["data_offsets"][1]]
-            for name, entry in header.items() if name != "__metadata__" and name.startswith(prefix)]
+    """Each tensor's bytes as stored, for the tensors of a safetensors file whose names start with `prefix`."""
+    return [tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+            for name, tensor in load_file(path).items() if name.startswith(prefix)]
 
 
 @posix_fadvise
@@ -336,3 +333,24 @@ def test_a_folders_converted_file_lets_its_pages_go_too(tiny_model_dir, monkeypa
     read_safetensors(path, torch.bfloat16)
     data = path.read_bytes()
     assert sorted(data[offset:offset + length] for offset, length, _ in calls) == sorted(_raw_bytes(path, ""))
+
+
+def test_progress_counts_each_tensor_of_a_single_file_once_as_it_is_converted(single_file, tiny_model_dir):
+    from model.files.weights import reading_progress
+
+    read, during_conversion = [], []
+
+    def count(nbytes):
+        read.append(nbytes)
+        frame, names = sys._getframe(1), set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        during_conversion.append("materialize" in names)
+
+    with reading_progress(count):
+        read_sdxl_unet(single_file, _config(tiny_model_dir, "unet"), torch.bfloat16)
+    # in the file's bytes (float32 here), not the converted ones, and no tensor twice
+    assert sum(read) == sum(len(raw) for raw in _raw_bytes(single_file, "model.diffusion_model."))
+    # told as each tensor is converted (where the time goes), not all at once when the file is opened
+    assert during_conversion and all(during_conversion)

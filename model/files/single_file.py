@@ -8,10 +8,10 @@ ComfyUI users keep SDXL models as one `.safetensors` file with the original (SGM
     conditioner.embedders.1.model.*         OpenCLIP ViT-bigG/14 text encoder (open_clip layout)
 
 Each `read_sdxl_*` function reads only the tensors of its component (views of the memory-mapped
-file), renames them with diffusers' own single-file converters, converts each to `dtype` (peak
-memory about one copy of that component in `dtype`), and checks the result against the component
-built from its config on the meta device, so a file that is not an SDXL base model fails here,
-naming the file and the reason.
+file), renames them with diffusers' own single-file converters, checks the result against the
+component built from its config on the meta device, so a file that is not an SDXL base model fails
+here, naming the file and the reason, and converts each tensor to `dtype` (peak memory about one
+copy of that component in `dtype`).
 
 The returned state dicts use the released Hotshot-XL files' layout: the UNet's keys are those of
 `unet/diffusion_pytorch_model.safetensors` without the temporal layers, the VAE's those of
@@ -30,7 +30,7 @@ import torch
 
 from ..errors import InputError, ModelFileError
 from .sdxl_configs import shipped_config
-from .weights import check_state_dict, read_safetensors, release_page_cache, safetensors_keys
+from .weights import check_state_dict, materialize, read_safetensors, read_views, safetensors_keys
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -152,28 +152,12 @@ def _check_dtype(dtype) -> None:
         raise InputError("dtype", f"expected a floating-point torch.dtype or None, got {dtype!r}")
 
 
-def _read_prefixed(path: Path, prefix: str, dtype) -> dict[str, torch.Tensor]:
+def _read_prefixed(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """A component's tensors as views of the file: renamed by the converters, then `materialize`d."""
     # `position_ids` buffers (in files saved by older transformers) are dropped: transformers >= 4.31
     # rebuilds them as non-persistent buffers, the released files lack them, and some merged
     # checkpoints carry them as damaged floats.
-    return read_safetensors(path, dtype, keep=lambda key: key.startswith(prefix) and not key.endswith("position_ids"))
-
-
-def _cast(state: dict[str, torch.Tensor], dtype, path: Path, file_names: list[str]) -> dict[str, torch.Tensor]:
-    """`state` with its floating-point tensors in `dtype`, converted one at a time in place of the
-    originals (mmap views of the file, or the converters' small copies), so that at most one tensor
-    exists twice; then the file's pages of `file_names` may go (see release_page_cache)."""
-    if dtype is None:
-        return state
-    converted = False
-    for key, tensor in state.items():
-        if tensor is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-            state[key] = tensor.to(dtype)
-            converted = True
-    tensor = None  # the last view: while any lives, the file stays mapped and its pages cannot go
-    if converted:
-        release_page_cache(path, file_names)
-    return state
+    return read_views(path, keep=lambda key: key.startswith(prefix) and not key.endswith("position_ids"))
 
 
 def _checked(model: torch.nn.Module, state: dict, path: Path, what: str) -> dict:
@@ -231,12 +215,12 @@ def read_sdxl_unet(path: str | Path, unet_config: dict | None = None,
     _require(info, "unet", "a UNet (model.diffusion_model.* tensors)")
     config_2d = unet_2d_config(shipped_config("unet") if unet_config is None else unet_config)
     expected = _meta_unet_2d(config_2d)
-    original = _read_prefixed(info.path, UNET_PREFIX, None)  # mmap views, converted once renamed
+    original = _read_prefixed(info.path, UNET_PREFIX)
     names = list(original)
     # One dict of views left (no other reference), so that converting lets the file's pages go.
     state = _checked(expected, convert_ldm_unet_checkpoint(original, config_2d), info.path, "UNet")
     del original
-    return _cast(state, dtype, info.path, names)
+    return materialize(info.path, state, dtype, names)
 
 
 # ----------------------------------------------------------------------------------------- VAE
@@ -259,14 +243,14 @@ def read_sdxl_vae(path: str | Path, vae_config: dict | None = None,
     if info.kind == "diffusers_vae":
         return _checked(expected, read_safetensors(info.path, dtype), info.path, "VAE")
     if info.kind == "vae":
-        original = read_safetensors(info.path, None)  # the converter handles the missing prefix
+        original = read_views(info.path)  # the converter handles the missing prefix
     else:
         _require(info, "vae", "a VAE (first_stage_model.* tensors)")
-        original = _read_prefixed(info.path, VAE_PREFIX, None)
+        original = _read_prefixed(info.path, VAE_PREFIX)
     names = list(original)
     state = _checked(expected, convert_ldm_vae_checkpoint(original, config), info.path, "VAE")
     del original
-    return _cast(state, dtype, info.path, names)
+    return materialize(info.path, state, dtype, names)
 
 
 # ------------------------------------------------------------------------------- text encoders
@@ -316,19 +300,19 @@ def read_sdxl_text_encoders(path: str | Path, config_1: dict | None = None, conf
     # Renamed in the file's dtype (mmap views: no memory of their own) and converted afterwards:
     # the open_clip converter copies each split q/k/v projection, which costs half as much in the
     # file's 16 bits as in float32, and no converted tensor is ever copied again.
-    original = _read_prefixed(info.path, CLIP_L_PREFIX, None)
+    original = _read_prefixed(info.path, CLIP_L_PREFIX)
     names = list(original)
     state_1 = convert_ldm_clip_checkpoint(original)  # strips the prefix; names are transformers' already
     del original
-    state_1 = _cast(_checked_text_encoder(model_1, state_1, info.path, "CLIP ViT-L text encoder"), dtype,
-                    info.path, names)
+    state_1 = _checked_text_encoder(model_1, state_1, info.path, "CLIP ViT-L text encoder")
+    state_1 = materialize(info.path, state_1, dtype, names)
 
-    original = _read_prefixed(info.path, CLIP_G_PREFIX, None)
+    original = _read_prefixed(info.path, CLIP_G_PREFIX)
     names = list(original)
     # Splits open_clip's fused attention projections into q/k/v and transposes text_projection;
     # `model_2` is consulted only for the width when the file has no text_projection.
     state_2 = convert_open_clip_checkpoint(model_2, original, prefix=CLIP_G_PREFIX)
     del original
-    state_2 = _cast(_checked_text_encoder(model_2, state_2, info.path, "OpenCLIP bigG text encoder"), dtype,
-                    info.path, names)
+    state_2 = _checked_text_encoder(model_2, state_2, info.path, "OpenCLIP bigG text encoder")
+    state_2 = materialize(info.path, state_2, dtype, names)
     return state_1, state_2

@@ -1,8 +1,9 @@
 """Reading safetensors weights and putting them into a module built on the meta device.
 
-Weights are read one tensor at a time and converted to the target dtype as they are read, then
-assigned (not copied) into a module whose parameters were never allocated: peak host memory is
-about one copy of the model in the target dtype. Pickle formats are refused, never unpickled.
+Weights are read from the memory-mapped file and converted to the target dtype one tensor at a
+time, then assigned (not copied) into a module whose parameters were never allocated: peak host
+memory is about one copy of the model in the target dtype. Pickle formats are refused, never
+unpickled.
 """
 
 from __future__ import annotations
@@ -58,42 +59,79 @@ def reading_progress(callback: Callable[[int], None]):
         _ON_TENSOR.reset(token)
 
 
+def _materialized(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """`tensor`, told to the `reading_progress` callbacks (its bytes in the file), in `dtype` if it is
+    floating point (the same tensor when it is already)."""
+    for callback in _ON_TENSOR.get():
+        callback(tensor.numel() * tensor.element_size())
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        return tensor.to(dtype)
+    return tensor
+
+
+def read_views(path: Path, keep: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of one file whose name passes `keep`, as views of the memory-mapped file (no memory of
+    their own, nothing read yet), keyed by their names in the file. Pass them through `materialize`."""
+    path = Path(path)
+    safetensors_keys(path)  # uniform errors for missing, pickle and corrupt files
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            return {key: reader.get_tensor(key) for key in reader.keys() if keep is None or keep(key)}
+    except Exception as error:
+        raise ModelFileError(path, f"could not read tensors (truncated or corrupt?): {error}") from None
+
+
+def materialize(path: Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None,
+                file_names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """`tensors` (views of `path`, possibly renamed, or copies a converter made of them) with the
+    floating-point ones converted to `dtype`, one at a time in place, each told to `reading_progress`
+    as it is done; then the file's pages of `file_names` (the tensors' names in the file) may go, if
+    anything was converted (release_page_cache)."""
+    converted = False
+    for name, tensor in tensors.items():
+        tensors[name] = _materialized(tensor, dtype)
+        converted |= tensors[name] is not tensor
+    tensor = None  # the last view: while any lives, the file stays mapped and its pages cannot go
+    if converted:
+        release_page_cache(path, file_names)
+    return tensors
+
+
 def read_safetensors(path: Path, dtype: torch.dtype | None = None,
                      keep: Callable[[str], bool] | None = None,
                      rename: Callable[[str], str] | None = None,
                      convert: Callable[[str, torch.Tensor], dict[str, torch.Tensor]] | None = None,
                      ) -> dict[str, torch.Tensor]:
-    """Tensors of one file whose name passes `keep`, converted to `dtype` one by one.
+    """Tensors of one file whose name passes `keep`, converted to `dtype` one by one as they are read
+    (no tensor as read outlives its conversion), then released as `materialize` does.
 
     `convert(name, tensor)`, when given, replaces the dtype conversion: it returns the tensors to
     keep for each one read (fp8.quantizer: a float8 weight and its scale).
     """
     path = Path(path)
     safetensors_keys(path)  # uniform errors for missing, pickle and corrupt files
-    tensors, converted = {}, []  # converted: names whose bytes in the file are no longer used
-    on_tensor = _ON_TENSOR.get()
+    tensors, file_names, converted = {}, [], False
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
             for key in reader.keys():
                 if keep is not None and not keep(key):
                     continue
+                file_names.append(key)
                 tensor = reader.get_tensor(key)
-                for callback in on_tensor:
-                    callback(tensor.numel() * tensor.element_size())
                 name = rename(key) if rename else key
                 if convert is not None:
-                    tensors.update(convert(name, tensor))
-                    converted.append(key)
+                    tensors.update(convert(name, _materialized(tensor, None)))
+                    converted = True
                     continue
-                if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-                    tensor = tensor.to(dtype)
-                    converted.append(key)
-                tensors[name] = tensor
+                tensors[name] = _materialized(tensor, dtype)
+                converted |= tensors[name] is not tensor
     except ModelFileError:
         raise
     except Exception as error:
         raise ModelFileError(path, f"could not read tensors (truncated or corrupt?): {error}") from None
-    release_page_cache(path, converted)
+    tensor = None  # as in materialize
+    if converted:
+        release_page_cache(path, file_names)
     return tensors
 
 
@@ -119,7 +157,7 @@ def _tensor_spans(path: Path) -> dict[str, tuple[int, int]]:
             for name, entry in header.items() if name != "__metadata__"}
 
 
-def release_page_cache(path: Path, names: Iterable[str]) -> bool:
+def release_page_cache(path: Path, names: Iterable[str]) -> None:
     """Let the kernel drop the cached file pages of tensors `names` now, if free memory is short.
 
     Called once tensors read from `path` have been converted into memory of their own: this load
@@ -128,20 +166,19 @@ def release_page_cache(path: Path, names: Iterable[str]) -> bool:
     fault by page fault costs far more than dropping the pages at once (a fp32 load of a bf16 SDXL
     file on a 24 GiB machine: the text encoders loaded after the UNet in 7.5 s instead of 3 s).
     With memory to spare nothing is dropped, so a later load still finds the file cached. Pages
-    still mapped (tensors used as they are in the file) are never dropped. Linux only; returns
-    whether anything was released.
+    still mapped (tensors used as they are in the file) are never dropped. Linux only.
     """
     path = Path(path)
     free = _free_memory_bytes()
     if free is None or not hasattr(os, "posix_fadvise"):
-        return False
+        return
     try:
         if free >= path.stat().st_size:
-            return False
+            return
         spans = _tensor_spans(path)
         descriptor = os.open(path, os.O_RDONLY)
     except (OSError, ValueError, struct.error):
-        return False  # advice only: a file we just read cannot fail here in practice
+        return  # advice only: a file we just read cannot fail here in practice
     try:
         for name in names:
             if name in spans:
@@ -149,7 +186,6 @@ def release_page_cache(path: Path, names: Iterable[str]) -> bool:
                 os.posix_fadvise(descriptor, start, end - start, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(descriptor)
-    return True
 
 
 # Weight file names of a diffusers component folder, best first for each precision.
